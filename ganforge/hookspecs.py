@@ -1,0 +1,195 @@
+"""The hooks a ganforge plugin can implement: this module is the contract.
+
+Hooks are grouped in the order a run calls them: registration (once, when the plugin manager is
+built), run plugins (once per run, for each ``[plugins.<name>]`` table), setup (once per run, after
+the models are built), per step (every training step) and events. Every hook may accept any subset
+of the arguments listed here, so new arguments can be added without breaking plugins.
+
+Implement a hook with the ``hookimpl`` marker::
+
+    from ganforge import hookimpl
+
+    @hookimpl
+    def ganforge_register_losses(register):
+        register("hinge", HingeLoss())
+
+``docs/hooks.md`` has a section per hook with an example; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "ganforge"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration: called once per plugin manager. ``register`` belongs to a registry owned by the
+# core; it records which plugin registered each name and rejects duplicates.
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def ganforge_register_models(register):
+    """Register model families (a generator and a discriminator that belong together).
+
+    Call ``register(name, build)`` where ``build(image_shape, input_dim)`` returns
+    ``(generator, discriminator)``: ``image_shape`` is ``(C, H, W)`` of the dataset, ``input_dim``
+    the width of the generator's input (noise plus every extra generator input). The generator maps
+    ``(B, input_dim)`` to images in [-1, 1]; the discriminator is a
+    :class:`ganforge.models.Discriminator` (shared ``features`` plus an adversarial head). ``build``
+    raises :class:`ganforge.errors.RecipeError` for an image shape it cannot take.
+    Selected by the recipe key ``model.name``. Return value ignored.
+    """
+
+
+@hookspec
+def ganforge_register_losses(register):
+    """Register adversarial objectives (the GAN variant's loss).
+
+    Call ``register(name, loss)`` where ``loss`` has ``discriminator_loss(real_logits,
+    fake_logits)`` and ``generator_loss(fake_logits)``, each returning a scalar tensor
+    (see :class:`ganforge.losses.AdversarialLoss`). Selected by ``loss.name``. Return value ignored.
+    """
+
+
+@hookspec
+def ganforge_register_datasets(register):
+    """Register datasets.
+
+    Call ``register(name, load)`` where ``load(settings)`` takes a
+    :class:`ganforge.data.DataSettings` and returns a :class:`ganforge.data.ImageData` held in
+    memory, or raises :class:`ganforge.errors.DataError` saying which files are missing, where it
+    looked and how to get them. Selected by ``data.name``. Return value ignored.
+    """
+
+
+@hookspec
+def ganforge_register_latents(register):
+    """Register latent distributions (for the noise ``z`` and for codes fed to the generator).
+
+    Call ``register(name, factory)`` where ``factory(size, **options)`` returns a
+    :class:`ganforge.latents.LatentDistribution`. Selected by ``latent.noise`` and by plugins that
+    add generator inputs. Return value ignored.
+    """
+
+
+@hookspec
+def ganforge_register_metrics(register):
+    """Register metrics computed on a trained run (by ``ganforge eval``).
+
+    Call ``register(name, metric)`` where ``metric(run, data)`` returns a dict of named floats
+    (or an empty dict when the metric does not apply to this run). Return value ignored.
+    """
+
+
+@hookspec
+def ganforge_register_run_plugins(register):
+    """Register plugins that a recipe switches on with a ``[plugins.<name>]`` table.
+
+    Call ``register(name, factory, defaults)``: ``defaults`` is a dict of the table's keys and
+    default values (the core checks the user's keys and types against it); ``factory(settings)``
+    receives the merged settings and returns an object implementing per-run hooks, which the core
+    registers with the run's plugin manager under ``name``. ``factory`` raises
+    :class:`ganforge.errors.RecipeError` (with ``key``) for settings it cannot accept.
+    Return value ignored.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup: called once per run, in this order, before the first step.
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def ganforge_generator_inputs(run):
+    """Extra named inputs for the generator, concatenated to the noise ``z``.
+
+    Return a list of ``(name, distribution)`` pairs, ``distribution`` a
+    :class:`ganforge.latents.LatentDistribution`. The core samples every input each step from the
+    run's seeded generator, concatenates them after ``z`` in name order, and hands the sampled
+    values to the loss-term hooks as ``ctx.latents[name]``. Names must be unique across plugins.
+    """
+
+
+@hookspec
+def ganforge_discriminator_heads(run, feature_dim):
+    """Extra named heads on the discriminator's shared features.
+
+    Return a list of ``(name, module)`` pairs; ``module`` maps ``(B, feature_dim)`` features to any
+    tensor. The core attaches the heads to the discriminator (so the discriminator's optimizer
+    trains them and checkpoints hold them) and runs them on every discriminator pass; their outputs
+    reach the loss-term hooks as ``ctx.d_fake.heads[name]`` and ``ctx.d_real.heads[name]``.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Per step: called every training step, once per phase.
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def ganforge_discriminator_loss_terms(ctx):
+    """Extra terms for the discriminator's objective in this step.
+
+    ``ctx`` is a :class:`ganforge.training.StepContext` for the ``"D"`` phase: real images and
+    labels, the sampled latents, the detached fakes, and the discriminator's outputs on both.
+    Return a list of :class:`ganforge.losses.LossTerm` (name, value, weight). The core adds
+    ``weight * value`` to the adversarial loss, backpropagates the sum once, and logs each term as
+    ``loss/D/<name>``.
+    """
+
+
+@hookspec
+def ganforge_generator_loss_terms(ctx):
+    """Extra terms for the generator's objective in this step.
+
+    ``ctx`` is a :class:`ganforge.training.StepContext` for the ``"G"`` phase: the fakes still
+    attached to the generator's graph and the discriminator's output on them (``ctx.d_fake``).
+    Return a list of :class:`ganforge.losses.LossTerm`; logged as ``loss/G/<name>``.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Events.
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def ganforge_train_start(run):
+    """Called once the run is built (models, optimizers, data, plugins), before the first step.
+
+    ``run.step`` is 0 for a new run and the checkpoint's step for a resumed one.
+    """
+
+
+@hookspec
+def ganforge_step_end(run, step, logs):
+    """Called after both networks were updated in a step.
+
+    ``step`` counts generator updates, starting at 1. ``logs`` maps names (``loss/D/total``,
+    ``loss/G/adv``, ...) to detached scalar tensors for this step; calling ``float`` on them is a
+    device sync, so do it only at your own cadence.
+    """
+
+
+@hookspec
+def ganforge_epoch_end(run, epoch):
+    """Called when the data order has been used up; ``epoch`` is the number of finished epochs."""
+
+
+@hookspec
+def ganforge_samples(run, step, images, path):
+    """Called at the sample cadence and at the end, after the core wrote the sample grid.
+
+    ``images`` are the generator's outputs (in [0, 1]) for the run's fixed latent batch, ``path``
+    the PNG the core wrote. Plugins write their own pictures next to it (``path.parent``).
+    """
+
+
+@hookspec
+def ganforge_train_end(run, error):
+    """Called when the run ends, always: ``error`` is ``None`` after the last step, else the
+    exception that stopped the run (it propagates after this hook returns)."""
