@@ -119,9 +119,8 @@ def _argument_names(function: Callable) -> set[str]:
 
 
 def _register_callback(registry: Registry, plugin_name: str) -> Callable:
-    def register(name: str, value: Any, *args: Any, **extra: Any) -> None:
-        if args:
-            extra["args"] = args
+    def register(name: str, value: Any, defaults: dict | None = None) -> None:
+        extra = {} if defaults is None else {"defaults": dict(defaults)}
         registry.add(name, value, plugin_name, **extra)
 
     return register

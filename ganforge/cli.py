@@ -1,0 +1,89 @@
+"""The ``ganforge`` command: run, check, plugins, sample."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import GanforgeError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Train GANs from TOML recipes. Variants (DCGAN, InfoGAN, ...) are plugins switched on in the recipe.",
+)
+console = Console()
+errors = Console(stderr=True)
+
+RecipeArgument = typer.Argument(..., help="A TOML recipe, e.g. recipes/dcgan_shapes.toml.", exists=True, dir_okay=False)
+SetOption = typer.Option([], "--set", help="Override a recipe key: SECTION.KEY=VALUE (repeatable).")
+
+
+def fail(error: GanforgeError) -> None:
+    errors.print(f"error: {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(error.exit_code)
+
+
+@app.command()
+def run(recipe: Path = RecipeArgument, set_: list[str] = SetOption,
+        resume: bool = typer.Option(False, "--resume", help="Continue the run from its checkpoints/last.pt.")):
+    """Train the recipe; outputs go to <run.out_dir>/<run.name>/."""
+    from .launch import run_recipe
+
+    try:
+        run_recipe(recipe, set_, resume, console=console)
+    except GanforgeError as error:
+        fail(error)
+
+
+@app.command()
+def check(recipe: Path = RecipeArgument, set_: list[str] = SetOption):
+    """Validate the recipe, build the models and print their sizes and the resolved recipe; train nothing."""
+    from .launch import check_recipe
+
+    try:
+        check_recipe(recipe, set_, console)
+    except GanforgeError as error:
+        fail(error)
+
+
+@app.command()
+def plugins():
+    """List installed plugins: distribution, version, hooks implemented and names registered."""
+    from .pluginmanager import make_plugin_host
+
+    try:
+        host = make_plugin_host()
+    except GanforgeError as error:
+        fail(error)
+    table = Table("plugin", "from", "hooks", "registers")
+    for name, plugin in host.plugins():
+        info = host.info.get(name)
+        origin = f"{info.distribution} {info.version}".strip() if info else ""
+        hooks = "\n".join(hook.removeprefix("ganforge_") for hook in host.hooks_of(plugin))
+        registered = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in host.registered_by(name).items())
+        table.add_row(name, origin, hooks, registered)
+    console.print(table)
+
+
+@app.command()
+def sample(checkpoint: Path = typer.Argument(..., help="A checkpoint, e.g. runs/NAME/checkpoints/last.pt."),
+           out: Path = typer.Option(..., "--out", help="PNG file to write."),
+           n: int = typer.Option(64, "--n", min=1, max=4096, help="How many images."),
+           seed: int = typer.Option(0, "--seed", min=0, help="Seed for the latents.")):
+    """Draw a grid of samples from a checkpoint."""
+    from .launch import sample_checkpoint
+
+    try:
+        sample_checkpoint(checkpoint, out, n, seed)
+        console.print(f"wrote {out}", highlight=False)
+    except GanforgeError as error:
+        fail(error)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="ganforge")

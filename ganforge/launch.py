@@ -1,0 +1,129 @@
+"""What the CLI commands do, as plain functions: build the host, read the recipe, run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torchvision.utils import save_image
+
+from .checkpoint import load_checkpoint, restore_run_state
+from .errors import RecipeError
+from .models import count_parameters
+from .outputs import RunOutputs
+from .pluginmanager import PluginHost, make_plugin_host
+from .progress import make_progress
+from .recipe import Recipe, load_recipe, validate
+from .run import Run
+from .training import train
+
+
+def registered_names(host: PluginHost) -> dict[str, list[str]]:
+    return {kind: getattr(host, kind).names() for kind in ("models", "losses", "datasets", "latents", "metrics")}
+
+
+def plugin_table_defaults(host: PluginHost) -> dict[str, dict]:
+    """Each ``[plugins.<name>]`` table's keys and defaults, as its plugin registered them."""
+    return {entry.name: entry.extra.get("defaults", {}) for entry in host.run_plugins}
+
+
+def read_recipe(path: Path, overrides: list[str], host: PluginHost) -> Recipe:
+    return load_recipe(Path(path), list(overrides), registered_names(host), plugin_table_defaults(host))
+
+
+def recipe_from_dict(values: dict, host: PluginHost, source: str) -> Recipe:
+    """A recipe stored in a checkpoint, validated again against the plugins installed now."""
+    recipe = validate(values, registered_names(host), plugin_table_defaults(host), source)
+    recipe.source = source
+    return recipe
+
+
+def run_directory(recipe: Recipe) -> Path:
+    return Path(recipe.run.out_dir) / recipe.run.name
+
+
+def run_recipe(path: Path, overrides: list[str] = (), resume: bool = False, *,
+               host: PluginHost | None = None, console: Console | None = None) -> Run:
+    """``ganforge run``: validate, build, (resume,) train. Returns the finished run."""
+    host = host or make_plugin_host()
+    console = console or Console()
+    recipe = read_recipe(path, overrides, host)
+    outputs = RunOutputs(run_directory(recipe), recipe.train.keep_checkpoints)
+    state = None
+    if resume:
+        if not outputs.last_checkpoint.is_file():
+            outputs.prepare(recipe.to_toml(), resume=True)  # raises: nothing to resume
+        state = load_checkpoint(outputs.last_checkpoint)
+        if state["recipe"] != recipe.to_dict():
+            differing = sorted(_differing_keys(state["recipe"], recipe.to_dict()))
+            raise RecipeError(f"differs from the run being resumed in {', '.join(differing)}", source=str(path))
+    run = Run(recipe, host, outputs.directory)
+    outputs.prepare(recipe.to_toml(), resume=resume)
+    if state is not None:
+        restore_run_state(run, state)
+        outputs.truncate_metrics(run.step)
+        console.print(f"resuming {outputs.directory} at step {run.step}", highlight=False)
+    _print_header(console, recipe, run, outputs)
+    train(run, outputs, make_progress(console))
+    console.print(f"done: {run.step} steps, {run.images_seen} images; outputs in {outputs.directory}", highlight=False)
+    return run
+
+
+def _differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _differing_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _print_header(console: Console, recipe: Recipe, run: Run, outputs: RunOutputs) -> None:
+    inputs = ", ".join(f"{name}[{dist.input_dim}]" for name, dist in run.inputs.items())
+    console.print(
+        f"ganforge: {recipe.model.name} on {recipe.data.name} ({len(run.data)} images"
+        f" {'x'.join(map(str, run.data.image_shape))}), {recipe.loss.name} loss, inputs {inputs},"
+        f" plugins: {', '.join(run.plugins) or 'none'}; {recipe.train.steps} steps of {recipe.train.batch_size}"
+        f" -> {outputs.directory}", highlight=False)
+
+
+def check_recipe(path: Path, overrides: list[str], console: Console, host: PluginHost | None = None) -> Run:
+    """``ganforge check``: everything ``run`` does before the first step, and a report of it."""
+    host = host or make_plugin_host()
+    recipe = read_recipe(path, overrides, host)
+    run = Run(recipe, host, run_directory(recipe))
+    table = Table("network", "parameters", box=None)
+    table.add_row("generator", f"{count_parameters(run.generator):,}")
+    table.add_row("discriminator (with heads)", f"{count_parameters(run.discriminator):,}")
+    for name, head in run.discriminator.heads.items():
+        table.add_row(f"  head {name}", f"{count_parameters(head):,}")
+    _print_header(console, recipe, run, RunOutputs(run_directory(recipe)))
+    console.print(table)
+    console.print("resolved recipe:", highlight=False)
+    console.print(recipe.to_toml(), highlight=False, markup=False)
+    return run
+
+
+def run_from_checkpoint(path: Path, host: PluginHost | None = None) -> tuple[Run, dict]:
+    """The models of a checkpoint's run, weights loaded, without its dataset."""
+    host = host or make_plugin_host()
+    state = load_checkpoint(path)
+    recipe = recipe_from_dict(state["recipe"], host, f"{path} (stored recipe)")
+    run = Run(recipe, host, Path(path).parent.parent, image_shape=tuple(state["image_shape"]))
+    run.generator.load_state_dict(state["generator"])
+    run.discriminator.load_state_dict(state["discriminator"])
+    run.step = int(state["step"])
+    return run, state
+
+
+def sample_checkpoint(path: Path, out: Path, n: int, seed: int) -> Path:
+    """``ganforge sample``: ``n`` images from fresh latents drawn with ``seed``, as one PNG grid."""
+    run, _ = run_from_checkpoint(path)
+    images = run.generate(run.sample_latents(n, torch.Generator().manual_seed(seed)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, out, nrow=max(1, int(round(n**0.5))), padding=2)
+    return out

@@ -1,0 +1,76 @@
+"""The run directory: ``recipe.toml``, ``metrics.jsonl``, ``samples/`` and ``checkpoints/``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from .checkpoint import CheckpointError, run_state, save_atomically
+from .errors import GanforgeError
+
+LAST = "last.pt"
+
+
+class RunOutputs:
+    """Writes everything a run leaves behind, under ``<run.out_dir>/<run.name>/``."""
+
+    def __init__(self, directory: Path, keep_checkpoints: int = 3):
+        self.directory = Path(directory)
+        self.samples = self.directory / "samples"
+        self.checkpoints = self.directory / "checkpoints"
+        self.metrics = self.directory / "metrics.jsonl"
+        self.keep_checkpoints = keep_checkpoints
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / LAST
+
+    def prepare(self, recipe_toml: str, resume: bool) -> None:
+        """Create the folders; refuse to start a new run over an existing one."""
+        recipe_file = self.directory / "recipe.toml"
+        if resume:
+            if not self.last_checkpoint.is_file():
+                raise CheckpointError(f"cannot resume: {self.last_checkpoint} does not exist; start the run without --resume")
+        elif recipe_file.exists() or self.last_checkpoint.exists():
+            raise GanforgeError(
+                f"{self.directory} already holds a run; continue it with --resume, or start another with"
+                " --set run.name=NEW_NAME (ganforge never overwrites a run)")
+        for folder in (self.directory, self.samples, self.checkpoints):
+            folder.mkdir(parents=True, exist_ok=True)
+        recipe_file.write_text(recipe_toml)
+
+    def log_metrics(self, record: dict) -> None:
+        with self.metrics.open("a") as file:
+            file.write(json.dumps({k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                                   for k, v in record.items()}) + "\n")
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop records past ``after_step`` (logged after the checkpoint a resume starts from)."""
+        if not self.metrics.exists():
+            return
+        lines = [line for line in self.metrics.read_text().splitlines()
+                 if line.strip() and json.loads(line).get("step", 0) <= after_step]
+        self.metrics.write_text("".join(line + "\n" for line in lines))
+
+    def write_samples(self, step: int, images: torch.Tensor) -> Path:
+        path = self.samples / f"step_{step:07d}.png"
+        save_image(images, path, nrow=8, padding=2)
+        return path
+
+    def save_checkpoint(self, run) -> Path:
+        """``last.pt``, plus a periodic copy when the cadence asks for it; older periodic ones pruned."""
+        for parameter in run.generator.parameters():
+            if not torch.isfinite(parameter).all():
+                raise GanforgeError(f"generator weights are not finite at step {run.step}; the last checkpoint is kept")
+        state = run_state(run)
+        save_atomically(state, self.last_checkpoint)
+        if self.keep_checkpoints:
+            save_atomically(state, self.checkpoints / f"step_{run.step:07d}.pt")
+            periodic = sorted(self.checkpoints.glob("step_*.pt"))
+            for old in periodic[: -self.keep_checkpoints]:
+                old.unlink(missing_ok=True)
+        return self.last_checkpoint

@@ -1,0 +1,351 @@
+"""TOML recipes: the schema, strict validation, ``--set`` overrides, and writing the resolved recipe.
+
+Validation happens before anything heavy starts. Every error is a :class:`RecipeError` naming the
+file and the dotted key, with the allowed values or a "did you mean".
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+from .data import SPLITS
+from .errors import RecipeError
+from .registry import did_you_mean
+
+MAX_INT = 2**31 - 1  # larger sizes are typos, and would overflow tensors long before training
+
+
+@dataclass(frozen=True)
+class Field:
+    """One recipe key: its default, its type, and an optional check of the value."""
+
+    default: Any
+    kind: type
+    check: Callable[[Any], str | None] | None = None  # returns a complaint, or None when fine
+    registry: str = ""  # the plugin registry the value must name
+
+
+def positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def non_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def below_one(value: Any) -> str | None:
+    return None if 0 <= value < 1 else "must be in [0, 1)"
+
+
+def one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value in choices:
+            return None
+        return f"must be one of {', '.join(map(repr, choices))};{did_you_mean(value, list(choices))}".rstrip(";")
+
+    return check
+
+
+def device_name(value: str) -> str | None:
+    if re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", value):
+        return None
+    return "must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
+
+
+def not_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def safe_name(value: str) -> str | None:
+    if value == "" or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+        return None
+    return "must be a folder name: letters, digits, '.', '_' and '-'"
+
+
+#: The core's recipe keys. Scripts depend on these names: rename none of them.
+SCHEMA: dict[str, dict[str, Field]] = {
+    "run": {
+        "name": Field("", str, safe_name),  # "" becomes the recipe file's stem
+        "seed": Field(0, int, non_negative),
+        "out_dir": Field("runs", str, not_empty),
+        "device": Field("cpu", str, device_name),
+    },
+    "data": {
+        "name": Field("shapes", str, registry="datasets"),
+        "root": Field("", str),  # "" means $GANFORGE_DATA_ROOT, else ./data
+        "split": Field("train", str, one_of(*SPLITS)),
+        "download": Field(False, bool),
+        "image_size": Field(0, int, non_negative),  # 0 keeps the dataset's size
+        "size": Field(0, int, non_negative),  # generated datasets: how many images (0: default)
+    },
+    "model": {
+        "name": Field("dcgan", str, registry="models"),
+    },
+    "latent": {
+        "noise": Field("normal", str, registry="latents"),
+        "noise_dim": Field(100, int, positive),
+    },
+    "train": {
+        "steps": Field(1000, int, positive),
+        "batch_size": Field(64, int, positive),
+        "d_steps": Field(1, int, positive),  # discriminator updates per generator update
+        "g_lr": Field(2e-4, float, positive),
+        "d_lr": Field(2e-4, float, positive),
+        "beta1": Field(0.5, float, below_one),
+        "beta2": Field(0.999, float, below_one),
+        "log_every": Field(50, int, positive),
+        "sample_every": Field(500, int, positive),
+        "checkpoint_every": Field(1000, int, positive),
+        "keep_checkpoints": Field(3, int, non_negative),  # periodic ones kept besides last.pt
+        "threads": Field(0, int, non_negative),  # 0 keeps torch's default
+    },
+    "loss": {
+        "name": Field("non-saturating", str, registry="losses"),
+    },
+}
+PLUGINS_SECTION = "plugins"
+
+
+def type_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            list: "an array", dict: "a table"}.get(kind, kind.__name__)
+
+
+def coerce(value: Any, kind: type, key: str) -> Any:
+    """``value`` as ``kind``, where TOML's types allow it (an integer where a float is expected)."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is float and isinstance(value, float) and not math.isfinite(value):
+        raise RecipeError(f"must be a finite number, got {value!r}", key=key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        shown = repr(value) if not isinstance(value, (dict, list)) else type_name(type(value))
+        raise RecipeError(f"must be {type_name(kind)}, got {shown}", key=key)
+    if kind is int and abs(value) > MAX_INT:
+        raise RecipeError(f"{value} is out of range (at most {MAX_INT})", key=key)
+    return value
+
+
+def check_table_keys(table: dict, allowed: list[str], prefix: str) -> None:
+    for key in table:
+        if key not in allowed:
+            hint = did_you_mean(key, allowed)
+            raise RecipeError(f"unknown key;{hint} allowed: {', '.join(allowed)}", key=f"{prefix}{key}")
+
+
+class Recipe:
+    """A validated recipe: every key present, with defaults filled in.
+
+    Sections read as attributes (``recipe.train.steps``); ``recipe.plugins`` maps each switched-on
+    plugin table's name to its settings.
+    """
+
+    def __init__(self, values: dict[str, Any], source: str = ""):
+        self.values = values
+        self.source = source
+
+    def __getattr__(self, section: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if section == PLUGINS_SECTION:
+            return values.get(PLUGINS_SECTION, {})
+        if section in values:
+            return SimpleNamespace(**values[section])
+        raise AttributeError(section)
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self.values)
+
+    def to_toml(self) -> str:
+        return dump_toml(self.values)
+
+
+def parse_toml(text: str, source: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise RecipeError(f"invalid TOML: {error}", source=source) from None
+
+
+def read_recipe_file(path: Path) -> dict:
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise RecipeError("no such recipe file", source=source) from None
+    except IsADirectoryError:
+        raise RecipeError("is a folder; expected a .toml recipe file", source=source) from None
+    except OSError as error:
+        raise RecipeError(f"cannot read the recipe: {error.strerror}", source=source) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError("is not UTF-8 text; a recipe is a TOML file", source=source) from None
+    return parse_toml(text, source)
+
+
+def parse_override(assignment: str) -> tuple[list[str], str]:
+    """``"train.steps=100"`` -> (["train", "steps"], "100")."""
+    key, sep, value = assignment.partition("=")
+    path = key.strip().split(".")
+    if not sep or len(path) < 2 or not all(path):
+        raise RecipeError(f"--set takes SECTION.KEY=VALUE, got {assignment!r}")
+    return path, value.strip()
+
+
+def typed_override(text: str, kind: type | None, key: str) -> Any:
+    """The ``--set`` text typed as the recipe's value at ``key``."""
+    if kind is str:
+        return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" else text
+    try:
+        value = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        expected = type_name(kind) if kind else "a TOML value"
+        raise RecipeError(f"--set value {text!r} is not {expected}", key=key) from None
+    return value
+
+
+def apply_overrides(raw: dict, overrides: list[str], schema_kind: Callable[[list[str]], type | None]) -> dict:
+    """A copy of ``raw`` with each ``--set`` applied (typed by ``schema_kind(path)``)."""
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        path, text = parse_override(assignment)
+        key = ".".join(path)
+        table = raw
+        for part in path[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise RecipeError(f"--set cannot set a key inside a {type_name(type(table))}", key=key)
+        table[path[-1]] = typed_override(text, schema_kind(path), key)
+    return raw
+
+
+def schema_kind(path: list[str], plugin_defaults: dict[str, dict]) -> type | None:
+    if len(path) == 2 and path[0] in SCHEMA and path[1] in SCHEMA[path[0]]:
+        return SCHEMA[path[0]][path[1]].kind
+    if len(path) == 3 and path[0] == PLUGINS_SECTION and path[2] in plugin_defaults.get(path[1], {}):
+        return type(plugin_defaults[path[1]][path[2]])
+    return None
+
+
+def validate(raw: dict, names: dict[str, list[str]], plugin_defaults: dict[str, dict], source: str,
+             default_name: str = "") -> Recipe:
+    """Check ``raw`` against the schema and the registries; return it with defaults filled in.
+
+    ``names`` maps a registry (``"models"``, ``"datasets"``, ...) to its registered names;
+    ``plugin_defaults`` maps each ``[plugins.<name>]`` table that can be switched on to its keys.
+    """
+    try:
+        return _validate(raw, names, plugin_defaults, default_name)
+    except RecipeError as error:
+        raise error.located(source) from None
+
+
+def _validate(raw: dict, names: dict[str, list[str]], plugin_defaults: dict[str, dict], default_name: str) -> Recipe:
+    check_table_keys(raw, [*SCHEMA, PLUGINS_SECTION], "")
+    values: dict[str, Any] = {}
+    for section, fields in SCHEMA.items():
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            raise RecipeError(f"must be a table ([{section}]), got {type_name(type(table))}", key=section)
+        check_table_keys(table, list(fields), f"{section}.")
+        values[section] = {}
+        for key, field in fields.items():
+            dotted = f"{section}.{key}"
+            value = coerce(table[key], field.kind, dotted) if key in table else field.default
+            complaint = field.check(value) if field.check else None
+            if complaint:
+                raise RecipeError(f"{complaint}, got {value!r}", key=dotted)
+            if field.registry and value not in names.get(field.registry, []):
+                known = names.get(field.registry, [])
+                hint = did_you_mean(value, known)
+                raise RecipeError(f"unknown name {value!r};{hint} known: {', '.join(known) or '(none)'}", key=dotted)
+            values[section][key] = value
+    if not values["run"]["name"]:
+        values["run"]["name"] = default_name or "run"
+    values[PLUGINS_SECTION] = validate_plugin_tables(raw.get(PLUGINS_SECTION, {}), plugin_defaults)
+    return Recipe(values)
+
+
+def validate_plugin_tables(tables: Any, plugin_defaults: dict[str, dict]) -> dict[str, dict]:
+    if not isinstance(tables, dict):
+        raise RecipeError(f"must be a table of plugin tables, got {type_name(type(tables))}", key=PLUGINS_SECTION)
+    resolved: dict[str, dict] = {}
+    for name, table in tables.items():
+        key = f"{PLUGINS_SECTION}.{name}"
+        if name not in plugin_defaults:
+            known = sorted(plugin_defaults)
+            hint = did_you_mean(name, known)
+            raise RecipeError(f"no plugin takes this table;{hint} known: {', '.join(known) or '(none)'}", key=key)
+        if not isinstance(table, dict):
+            raise RecipeError(f"must be a table, got {type_name(type(table))}", key=key)
+        defaults = plugin_defaults[name]
+        check_table_keys(table, list(defaults), f"{key}.")
+        settings = copy.deepcopy(defaults)
+        for option, value in table.items():
+            settings[option] = coerce(value, type(defaults[option]), f"{key}.{option}")
+        resolved[name] = settings
+    return resolved
+
+
+def load_recipe(path: Path, overrides: list[str], names: dict[str, list[str]],
+                plugin_defaults: dict[str, dict]) -> Recipe:
+    """Read, override and validate the recipe at ``path``."""
+    source = str(path)
+    raw = read_recipe_file(path)
+    try:
+        raw = apply_overrides(raw, overrides, lambda p: schema_kind(p, plugin_defaults))
+    except RecipeError as error:
+        raise error.located(source) from None
+    recipe = validate(raw, names, plugin_defaults, source, default_name=path.stem)
+    recipe.source = source
+    return recipe
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing TOML: tomllib only reads, and a resolved recipe holds only plain values.
+# ---------------------------------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _string(key)
+
+
+def _string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = "".join(ch if ch >= " " or ch == "\t" else f"\\u{ord(ch):04x}" for ch in escaped)
+    return f'"{escaped}"'
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dump_toml(values: dict[str, Any], prefix: str = "") -> str:
+    """Plain values first, then sub-tables under their ``[dotted.header]``."""
+    lines = [f"{_key(k)} = {_value(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    blocks = ["\n".join(lines)] if lines else []
+    for key, table in values.items():
+        if isinstance(table, dict):
+            header = f"{prefix}.{_key(key)}" if prefix else _key(key)
+            body = dump_toml(table, header)
+            has_plain = any(not isinstance(v, dict) for v in table.values())
+            blocks.append(f"[{header}]\n{body}" if has_plain or not table else body)
+    return "\n\n".join(block for block in blocks if block) + ("\n" if not prefix else "")

@@ -1,0 +1,177 @@
+"""Building a run from a validated recipe: data, latent inputs, models with their heads, optimizers.
+
+The :class:`Run` is what every per-run hook receives. It is built in the order the hooks are
+documented: run plugins switched on, data loaded, generator inputs collected, models built, heads
+attached, optimizers made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import Batcher, DataSettings, ImageData, resolve_data_root
+from .errors import GanforgeError, PluginError, RecipeError
+from .latents import LatentDistribution
+from .models import Discriminator, DiscriminatorWithHeads
+from .pluginmanager import PluginHost
+from .recipe import Recipe
+
+NOISE = "z"
+FIXED_SAMPLES = 64  # the fixed latent batch behind every sample grid
+
+# Independent random streams, so that adding a sample grid or a plugin never shifts the data order.
+STREAM_DATA, STREAM_LATENTS, STREAM_FIXED = 1, 2, 3
+
+
+def seeded_generator(seed: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("CUDA is not available on this machine; use run.device = \"cpu\" or \"auto\"",
+                          key="run.device")
+    return device
+
+
+def load_data(recipe: Recipe, host: PluginHost) -> ImageData:
+    """The recipe's dataset, through its dataset plugin."""
+    data = recipe.data
+    settings = DataSettings(
+        name=data.name, root=resolve_data_root(data.root), split=data.split, download=data.download,
+        image_size=data.image_size, size=data.size, seed=recipe.run.seed,
+    )
+    entry = host.datasets.entry(data.name)
+    return host.guarded(entry.plugin, entry.value, settings=settings)
+
+
+class Run:
+    """Everything one training run holds; plugins read what they need from it.
+
+    Attributes available to setup hooks: ``recipe``, ``host``, ``directory``, ``device``, ``data``,
+    ``plugins`` (the switched-on plugin objects by table name). After setup: ``inputs``,
+    ``generator``, ``discriminator``, ``loss``, ``optimizer_g``, ``optimizer_d``, ``batcher``,
+    ``step`` and ``images_seen``.
+    """
+
+    def __init__(self, recipe: Recipe, host: PluginHost, directory: Path, data: ImageData | None = None,
+                 image_shape: tuple[int, int, int] | None = None):
+        """Build the run. With ``image_shape`` instead of ``data``, build only the models (to sample
+        from a checkpoint without its dataset); such a run has no ``data`` and cannot train."""
+        self.recipe = recipe
+        self.host = host
+        self.directory = Path(directory)
+        self.device = resolve_device(recipe.run.device)
+        self.step = 0
+        self.images_seen = 0
+        self.plugins: dict[str, Any] = {}
+        self.inputs: dict[str, LatentDistribution] = {}
+        seed = recipe.run.seed
+        if recipe.train.threads:
+            torch.set_num_threads(recipe.train.threads)
+        # Model initialisation draws from torch's global generator: seed it first.
+        torch.manual_seed(seed)
+        self._switch_on_plugins()
+        if image_shape is None:
+            self.data = data if data is not None else load_data(recipe, host)
+            image_shape = self.data.image_shape
+        else:
+            self.data = None
+        self.image_shape = tuple(image_shape)
+        self._collect_inputs()
+        self._build_models()
+        self.latent_rng = seeded_generator(seed, STREAM_LATENTS)
+        self.fixed_latents = self.sample_latents(FIXED_SAMPLES, seeded_generator(seed, STREAM_FIXED))
+        if self.data is not None:
+            batch_size = recipe.train.batch_size
+            if batch_size > len(self.data):
+                raise RecipeError(f"{batch_size} exceeds the dataset's {len(self.data)} images",
+                                  source=recipe.source, key="train.batch_size")
+            self.batcher = Batcher(self.data, batch_size, seeded_generator(seed, STREAM_DATA), self.device)
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _switch_on_plugins(self) -> None:
+        for name, settings in self.recipe.plugins.items():
+            entry = self.host.run_plugins.entry(name)
+            try:
+                plugin = self.host.guarded(entry.plugin, entry.value, settings=settings)
+            except RecipeError as error:
+                key = f"plugins.{name}.{error.key}" if error.key else f"plugins.{name}"
+                raise RecipeError(error.detail, source=self.recipe.source, key=key) from None
+            self.host.register(plugin, f"{name}.run")
+            self.plugins[name] = plugin
+
+    def _collect_inputs(self) -> None:
+        recipe = self.recipe
+        noise = self.host.latents.get(recipe.latent.noise)
+        self.inputs = {NOISE: noise(recipe.latent.noise_dim)}
+        extra: list[tuple[str, LatentDistribution]] = []
+        for contribution in self.host.hook.ganforge_generator_inputs(run=self):
+            extra.extend(contribution)
+        for name, distribution in sorted(extra, key=lambda pair: pair[0]):
+            if name in self.inputs:
+                raise PluginError(f"generator input {name!r} is contributed twice (or clashes with the noise {NOISE!r})")
+            if not isinstance(distribution, LatentDistribution):
+                raise PluginError(f"generator input {name!r} is a {type(distribution).__name__}, not a LatentDistribution")
+            self.inputs[name] = distribution
+
+    def _build_models(self) -> None:
+        recipe = self.recipe
+        entry = self.host.models.entry(recipe.model.name)
+        try:
+            generator, trunk = self.host.guarded(
+                entry.plugin, entry.value, image_shape=self.image_shape, input_dim=self.input_dim)
+        except RecipeError as error:
+            raise RecipeError(error.detail, source=recipe.source, key=error.key or "model.name") from None
+        if not isinstance(trunk, Discriminator):
+            raise PluginError(f"model {recipe.model.name!r} built a {type(trunk).__name__}, not a ganforge Discriminator")
+        heads: dict[str, nn.Module] = {}
+        for contribution in self.host.hook.ganforge_discriminator_heads(run=self, feature_dim=trunk.feature_dim):
+            for name, module in contribution:
+                if name in heads:
+                    raise PluginError(f"discriminator head {name!r} is contributed twice")
+                heads[name] = module
+        self.generator = generator.to(self.device)
+        self.discriminator = DiscriminatorWithHeads(trunk, dict(sorted(heads.items()))).to(self.device)
+        self.loss = self.host.losses.get(recipe.loss.name)
+        train = recipe.train
+        betas = (train.beta1, train.beta2)
+        self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=train.g_lr, betas=betas)
+        self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=train.d_lr, betas=betas)
+
+    # -- latents -------------------------------------------------------------------------------
+
+    @property
+    def input_dim(self) -> int:
+        return sum(distribution.input_dim for distribution in self.inputs.values())
+
+    def sample_latents(self, n: int, rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """One batch of every generator input, drawn in a fixed order from ``rng`` (the run's own by default)."""
+        rng = rng if rng is not None else self.latent_rng
+        return {name: distribution.sample(n, rng, self.device) for name, distribution in self.inputs.items()}
+
+    def generator_input(self, latents: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The generator's input row: the noise, then each extra input in name order."""
+        try:
+            return torch.cat([latents[name] for name in self.inputs], dim=1)
+        except KeyError as missing:
+            raise GanforgeError(f"latents lack the generator input {missing}") from None
+
+    @torch.no_grad()
+    def generate(self, latents: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Images in [0, 1] for ``latents``, with the generator in eval mode (BN running statistics)."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            images = self.generator(self.generator_input(latents))
+        finally:
+            self.generator.train(was_training)
+        return images.add(1).div(2).clamp(0, 1)
