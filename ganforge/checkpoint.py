@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -87,6 +88,16 @@ def save_atomically(state: dict[str, Any], path: Path) -> None:
         os.fsync(directory)  # make the rename itself durable
     finally:
         os.close(directory)
+
+
+def keep_copy(source: Path, target: Path) -> None:
+    """A periodic copy of ``source``: a hard link where the file system allows it (the next atomic
+    write of ``source`` replaces its name, not the linked data), else a real copy."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
-from torchvision.utils import save_image
 
 from .checkpoint import load_checkpoint, restore_run_state
 from .errors import RecipeError
+from .images import save_grid
 from .models import count_parameters
 from .outputs import RunOutputs
 from .pluginmanager import PluginHost, make_plugin_host
@@ -124,6 +124,4 @@ def sample_checkpoint(path: Path, out: Path, n: int, seed: int) -> Path:
     """``ganforge sample``: ``n`` images from fresh latents drawn with ``seed``, as one PNG grid."""
     run, _ = run_from_checkpoint(path)
     images = run.generate(run.sample_latents(n, torch.Generator().manual_seed(seed)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images, out, nrow=max(1, int(round(n**0.5))), padding=2)
-    return out
+    return save_grid(images, out, columns=max(1, round(n**0.5)))

@@ -7,10 +7,10 @@ import math
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
 
-from .checkpoint import CheckpointError, run_state, save_atomically
+from .checkpoint import CheckpointError, keep_copy, run_state, save_atomically
 from .errors import GanforgeError
+from .images import save_grid
 
 LAST = "last.pt"
 
@@ -58,18 +58,16 @@ class RunOutputs:
 
     def write_samples(self, step: int, images: torch.Tensor) -> Path:
         path = self.samples / f"step_{step:07d}.png"
-        save_image(images, path, nrow=8, padding=2)
-        return path
+        return save_grid(images, path)
 
     def save_checkpoint(self, run) -> Path:
         """``last.pt``, plus a periodic copy when the cadence asks for it; older periodic ones pruned."""
         for parameter in run.generator.parameters():
             if not torch.isfinite(parameter).all():
                 raise GanforgeError(f"generator weights are not finite at step {run.step}; the last checkpoint is kept")
-        state = run_state(run)
-        save_atomically(state, self.last_checkpoint)
+        save_atomically(run_state(run), self.last_checkpoint)
         if self.keep_checkpoints:
-            save_atomically(state, self.checkpoints / f"step_{run.step:07d}.pt")
+            keep_copy(self.last_checkpoint, self.checkpoints / f"step_{run.step:07d}.pt")
             periodic = sorted(self.checkpoints.glob("step_*.pt"))
             for old in periodic[: -self.keep_checkpoints]:
                 old.unlink(missing_ok=True)

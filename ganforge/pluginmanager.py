@@ -97,25 +97,20 @@ class PluginHost:
             registry: Registry = getattr(self, kind)
             caller = getattr(self.pm.hook, f"ganforge_register_{kind}")
             for impl in reversed(caller.get_hookimpls()):  # oldest registration first
-                register = _register_callback(registry, impl.plugin_name)
-                self.guarded(impl.plugin_name, impl.function, register=register)
+                arguments = {"register": _register_callback(registry, impl.plugin_name)}
+                self.guarded(impl.plugin_name, impl.function, **{name: arguments[name] for name in impl.argnames})
 
-    def guarded(self, plugin_name: str, function: Callable, **arguments: Any) -> Any:
-        """Call one plugin's hook function with the arguments it accepts; name the plugin if it fails."""
-        accepted = _argument_names(function)
+    def guarded(self, plugin_name: str, function: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Call a plugin's function (a hook, a factory, a loader); name the plugin if it fails."""
         try:
-            return function(**{key: value for key, value in arguments.items() if key in accepted})
+            return function(*args, **kwargs)
         except GanforgeError:
             raise
         except Exception as error:
             raise PluginError(
-                f"{self.describe(plugin_name)} failed in {function.__name__}: {type(error).__name__}: {error}"
+                f"{self.describe(plugin_name)} failed in {getattr(function, '__name__', function)}:"
+                f" {type(error).__name__}: {error}"
             ) from error
-
-
-def _argument_names(function: Callable) -> set[str]:
-    code = function.__code__
-    return set(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
 
 
 def _register_callback(registry: Registry, plugin_name: str) -> Callable:

@@ -1,0 +1,79 @@
+"""Shared fixtures: a plugin host without entry points, tiny recipes, the shared MNIST folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ganforge.pluginmanager import make_plugin_host
+from ganforge.recipe import dump_toml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
+
+
+def builtin_plugins():
+    """The built-in plugin modules, registered by hand so nothing else installed leaks in."""
+    import ganforge_plugins.datasets
+    import ganforge_plugins.dcgan
+    import ganforge_plugins.latents
+    import ganforge_plugins.losses
+    import ganforge_plugins.shapes
+
+    return [
+        ("dcgan", ganforge_plugins.dcgan), ("losses", ganforge_plugins.losses),
+        ("latents", ganforge_plugins.latents), ("datasets", ganforge_plugins.datasets),
+        ("shapes", ganforge_plugins.shapes),
+    ]
+
+
+def make_host(*extra):
+    """A fresh host with the built-ins and ``extra`` ``(name, plugin)`` pairs."""
+    return make_plugin_host(entry_points=False, plugins=[*builtin_plugins(), *extra])
+
+
+def tiny_recipe(out_dir: Path, **sections) -> dict:
+    """A recipe that trains in about a second: 256 generated sprites, batch 16, a few steps."""
+    recipe = {
+        "run": {"name": "tiny", "seed": 0, "out_dir": str(out_dir)},
+        "data": {"name": "shapes", "image_size": 28, "size": 256},
+        "model": {"name": "dcgan-28"},
+        "latent": {"noise": "normal", "noise_dim": 8},
+        "train": {"steps": 4, "batch_size": 16, "log_every": 2, "sample_every": 2, "checkpoint_every": 1000,
+                  "keep_checkpoints": 0},
+    }
+    for section, values in sections.items():
+        recipe.setdefault(section, {}).update(values)
+    return recipe
+
+
+def write_recipe(path: Path, values: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump_toml(values))
+    return path
+
+
+@pytest.fixture
+def host():
+    return make_host()
+
+
+@pytest.fixture
+def shared_mnist() -> Path:
+    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"the shared MNIST test split is not at {SHARED_MNIST}")
+    return SHARED_MNIST
+
+
+def run_tiny(tmp_path: Path, host=None, overrides=(), resume=False, **sections):
+    """Train a tiny recipe through the same path as ``ganforge run``; returns the finished run."""
+    import io
+
+    from rich.console import Console
+
+    from ganforge.launch import run_recipe
+
+    recipe = write_recipe(tmp_path / "tiny.toml", tiny_recipe(tmp_path / "runs", **sections))
+    console = Console(file=io.StringIO(), force_terminal=False)
+    return run_recipe(recipe, list(overrides), resume, host=host or make_host(), console=console)
