@@ -20,6 +20,13 @@ from .run import Run
 from .training import train
 
 
+#: Keys a resumed run may change: where things are and how long and often, not what is trained.
+RESUMABLE_CHANGES = {
+    "run.out_dir", "data.root", "data.download", "train.steps", "train.log_every", "train.sample_every",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.threads",
+}
+
+
 def registered_names(host: PluginHost) -> dict[str, list[str]]:
     return {kind: getattr(host, kind).names() for kind in ("models", "losses", "datasets", "latents", "metrics")}
 
@@ -56,9 +63,10 @@ def run_recipe(path: Path, overrides: list[str] = (), resume: bool = False, *,
         if not outputs.last_checkpoint.is_file():
             outputs.prepare(recipe.to_toml(), resume=True)  # raises: nothing to resume
         state = load_checkpoint(outputs.last_checkpoint)
-        if state["recipe"] != recipe.to_dict():
-            differing = sorted(_differing_keys(state["recipe"], recipe.to_dict()))
-            raise RecipeError(f"differs from the run being resumed in {', '.join(differing)}", source=str(path))
+        differing = [key for key in _differing_keys(state["recipe"], recipe.to_dict()) if key not in RESUMABLE_CHANGES]
+        if differing:
+            raise RecipeError(f"differs from the run being resumed in {', '.join(differing)}; only"
+                              f" {', '.join(sorted(RESUMABLE_CHANGES))} may change", source=str(path))
     run = Run(recipe, host, outputs.directory)
     outputs.prepare(recipe.to_toml(), resume=resume)
     if state is not None:
