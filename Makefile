@@ -1,0 +1,23 @@
+# The two quick-start commands, each doing its own set-up:
+#   make run    trains the main recipe (RECIPE=..., ARGS="--set key=value ...")
+#   make test   runs the test suite
+VENV ?= .venv
+PYTHON ?= python3
+RECIPE ?= recipes/dcgan_mnist.toml
+GANFORGE_DATA_ROOT ?= $(abspath ../shared/data/mnist)
+export GANFORGE_DATA_ROOT
+
+# torch 2.14.1 with torchvision 0.29.1: a matching pair (other torch builds break torchvision's import).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+.PHONY: run test
+run: $(VENV)/.installed
+	$(VENV)/bin/ganforge run $(RECIPE) $(ARGS)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q
