@@ -3,4 +3,14 @@
 from .hookspecs import hookimpl, hookspec
 
 __version__ = "0.1.0"
-__all__ = ["hookimpl", "hookspec", "__version__"]
+__all__ = ["hookimpl", "hookspec", "load_generator", "__version__"]
+
+
+def load_generator(checkpoint_path):
+    """The generator of a checkpoint, with ``.codes`` and ``.sample(n, fixed=..., seed=...)``.
+
+    See :class:`ganforge.api.Generator`. Imported lazily: ``import ganforge`` stays light.
+    """
+    from .api import load_generator as load
+
+    return load(checkpoint_path)

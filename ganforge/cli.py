@@ -73,16 +73,44 @@ def plugins():
 @app.command()
 def sample(checkpoint: Path = typer.Argument(..., help="A checkpoint, e.g. runs/NAME/checkpoints/last.pt."),
            out: Path = typer.Option(..., "--out", help="PNG file to write."),
-           n: int = typer.Option(64, "--n", min=1, max=4096, help="How many images."),
-           seed: int = typer.Option(0, "--seed", min=0, help="Seed for the latents.")):
-    """Draw a grid of samples from a checkpoint."""
+           n: Optional[int] = typer.Option(None, "--n", min=1, max=4096,
+                                           help="How many images (default 64), or traversal rows (default 10)."),
+           seed: int = typer.Option(0, "--seed", min=0, help="Seed for the latents."),
+           traverse: Optional[str] = typer.Option(None, "--traverse", help="Sweep this code: N rows, one column per value.")):
+    """Draw a grid of samples from a checkpoint, or a traversal of one code."""
     from .launch import sample_checkpoint
 
     try:
-        sample_checkpoint(checkpoint, out, n, seed)
+        sample_checkpoint(checkpoint, out, n or (64 if traverse is None else 10), seed, traverse)
         console.print(f"wrote {out}", highlight=False)
     except GanforgeError as error:
         fail(error)
+
+
+@app.command("eval")
+def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/infogan_mnist.", exists=True,
+                                            file_okay=False),
+             json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+             set_: list[str] = SetOption):
+    """Evaluate a run's last checkpoint on its dataset with every registered metric
+    (for InfoGAN: each categorical code's matched accuracy and NMI against the labels)."""
+    import json
+
+    from .launch import evaluate_run
+
+    try:
+        results, run = evaluate_run(run_dir, overrides=set_)
+    except GanforgeError as error:
+        fail(error)
+    if json_output:
+        print(json.dumps({"run": str(run_dir), "step": run.step, "images": len(run.data), **results}))
+        return
+    table = Table("metric", "value", title=f"{run_dir} at step {run.step}, on {len(run.data)} {run.recipe.data.name} images")
+    for name, value in results.items():
+        table.add_row(name, f"{value:.4f}")
+    if not results:
+        table.add_row("(none)", "no metric applies to this run")
+    console.print(table)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -12,12 +12,13 @@ from .checkpoint import load_checkpoint, restore_run_state
 from .errors import RecipeError
 from .images import save_grid
 from .models import count_parameters
-from .outputs import RunOutputs
 from .pluginmanager import PluginHost, make_plugin_host
 from .progress import make_progress
-from .recipe import Recipe, load_recipe, validate
+from .outputs import LAST, RunOutputs
+from .recipe import Recipe, apply_overrides, load_recipe, schema_kind, validate
 from .run import Run
 from .training import train
+from .traversal import save_traversal
 
 
 #: Keys a resumed run may change: where things are and how long and often, not what is trained.
@@ -116,20 +117,44 @@ def check_recipe(path: Path, overrides: list[str], console: Console, host: Plugi
     return run
 
 
-def run_from_checkpoint(path: Path, host: PluginHost | None = None) -> tuple[Run, dict]:
-    """The models of a checkpoint's run, weights loaded, without its dataset."""
+def run_from_checkpoint(path: Path, host: PluginHost | None = None, with_data: bool = False,
+                        overrides: list[str] = ()) -> tuple[Run, dict]:
+    """The models of a checkpoint's run, weights loaded; its dataset too when ``with_data``.
+
+    ``overrides`` (``--set``) apply to the stored recipe, e.g. a ``data.root`` valid on this machine.
+    """
     host = host or make_plugin_host()
     state = load_checkpoint(path)
-    recipe = recipe_from_dict(state["recipe"], host, f"{path} (stored recipe)")
-    run = Run(recipe, host, Path(path).parent.parent, image_shape=tuple(state["image_shape"]))
+    source = f"{path} (stored recipe)"
+    try:
+        values = apply_overrides(state["recipe"], list(overrides), lambda p: schema_kind(p, plugin_table_defaults(host)))
+    except RecipeError as error:
+        raise error.located(source) from None
+    recipe = recipe_from_dict(values, host, source)
+    shape = None if with_data else tuple(state["image_shape"])
+    run = Run(recipe, host, Path(path).parent.parent, image_shape=shape)
     run.generator.load_state_dict(state["generator"])
     run.discriminator.load_state_dict(state["discriminator"])
     run.step = int(state["step"])
     return run, state
 
 
-def sample_checkpoint(path: Path, out: Path, n: int, seed: int) -> Path:
-    """``ganforge sample``: ``n`` images from fresh latents drawn with ``seed``, as one PNG grid."""
+def sample_checkpoint(path: Path, out: Path, n: int, seed: int, traverse: str | None = None) -> Path:
+    """``ganforge sample``: ``n`` images from fresh latents drawn with ``seed``, as one PNG grid, or
+    with ``traverse`` a traversal of that code (``n`` rows)."""
     run, _ = run_from_checkpoint(path)
+    if traverse is not None:
+        return save_traversal(run, traverse, out, rows=n, seed=seed)
     images = run.generate(run.sample_latents(n, torch.Generator().manual_seed(seed)))
     return save_grid(images, out, columns=max(1, round(n**0.5)))
+
+
+def evaluate_run(run_directory: Path, host: PluginHost | None = None,
+                 overrides: list[str] = ()) -> tuple[dict[str, float], Run]:
+    """``ganforge eval``: every registered metric on the run's last checkpoint and its dataset."""
+    host = host or make_plugin_host()
+    run, _ = run_from_checkpoint(Path(run_directory) / "checkpoints" / LAST, host, with_data=True, overrides=overrides)
+    results: dict[str, float] = {}
+    for entry in host.metrics:
+        results.update(host.guarded(entry.plugin, entry.value, run, run.data))
+    return results, run

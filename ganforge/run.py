@@ -78,15 +78,19 @@ class Run:
             torch.set_num_threads(recipe.train.threads)
         # Model initialisation draws from torch's global generator: seed it first.
         torch.manual_seed(seed)
-        self._switch_on_plugins()
-        if image_shape is None:
-            self.data = data if data is not None else load_data(recipe, host)
-            image_shape = self.data.image_shape
-        else:
-            self.data = None
-        self.image_shape = tuple(image_shape)
-        self._collect_inputs()
-        self._build_models()
+        try:
+            self._switch_on_plugins()
+            if image_shape is None:
+                self.data = data if data is not None else load_data(recipe, host)
+                image_shape = self.data.image_shape
+            else:
+                self.data = None
+            self.image_shape = tuple(image_shape)
+            self._collect_inputs()
+            self._build_models()
+        except RecipeError as error:
+            # Plugins name the key; the recipe knows the file.
+            raise (error.located(recipe.source) if not error.source else error) from None
         self.latent_rng = seeded_generator(seed, STREAM_LATENTS)
         self.fixed_latents = self.sample_latents(FIXED_SAMPLES, seeded_generator(seed, STREAM_FIXED))
         if self.data is not None:
@@ -105,7 +109,7 @@ class Run:
                 plugin = self.host.guarded(entry.plugin, entry.value, settings=settings)
             except RecipeError as error:
                 key = f"plugins.{name}.{error.key}" if error.key else f"plugins.{name}"
-                raise RecipeError(error.detail, source=self.recipe.source, key=key) from None
+                raise RecipeError(error.detail, key=key) from None
             self.host.register(plugin, f"{name}.run")
             self.plugins[name] = plugin
 
@@ -130,7 +134,7 @@ class Run:
             generator, trunk = self.host.guarded(
                 entry.plugin, entry.value, image_shape=self.image_shape, input_dim=self.input_dim)
         except RecipeError as error:
-            raise RecipeError(error.detail, source=recipe.source, key=error.key or "model.name") from None
+            raise RecipeError(error.detail, key=error.key or "model.name") from None
         if not isinstance(trunk, Discriminator):
             raise PluginError(f"model {recipe.model.name!r} built a {type(trunk).__name__}, not a ganforge Discriminator")
         heads: dict[str, nn.Module] = {}

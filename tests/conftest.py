@@ -17,6 +17,7 @@ def builtin_plugins():
     """The built-in plugin modules, registered by hand so nothing else installed leaks in."""
     import ganforge_plugins.datasets
     import ganforge_plugins.dcgan
+    import ganforge_plugins.infogan
     import ganforge_plugins.latents
     import ganforge_plugins.losses
     import ganforge_plugins.shapes
@@ -24,7 +25,7 @@ def builtin_plugins():
     return [
         ("dcgan", ganforge_plugins.dcgan), ("losses", ganforge_plugins.losses),
         ("latents", ganforge_plugins.latents), ("datasets", ganforge_plugins.datasets),
-        ("shapes", ganforge_plugins.shapes),
+        ("shapes", ganforge_plugins.shapes), ("infogan", ganforge_plugins.infogan),
     ]
 
 

@@ -46,7 +46,9 @@ def recipe_error(tmp_path, values=None, overrides=(), text=None) -> str:
     ({"run": {"name": "a/b"}}, "run.name: must be a folder name"),
     ({"run": {"device": "gpu"}}, "run.device: must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"),
     ({"train": [1, 2]}, "train: must be a table ([train]), got an array"),
-    ({"plugins": {"infogan": {}}}, "plugins.infogan: no plugin takes this table"),
+    ({"plugins": {"infogn": {}}}, "plugins.infogn: no plugin takes this table; did you mean 'infogan'?"),
+    ({"plugins": {"infogan": {"q_hiden": 3}}}, "plugins.infogan.q_hiden: unknown key; did you mean 'q_hidden'?"),
+    ({"plugins": {"infogan": {"codes": "digit"}}}, "plugins.infogan.codes: must be an array"),
 ])
 def test_a_bad_value_names_the_key_and_what_would_be_right(tmp_path, values, expected):
     recipe = tiny_recipe(tmp_path)

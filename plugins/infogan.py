@@ -1,0 +1,223 @@
+"""InfoGAN (Chen et al. 2016) as a plugin: a plain GAN plus three changes.
+
+1. Codes sampled from the distributions the recipe names are extra generator inputs.
+2. A Q head on the discriminator's shared features predicts each code's parameters.
+3. Each code's negative log-likelihood under Q, weighted by its λ, is added to the
+   discriminator's objective (on the detached fakes: trains Q and the shared trunk) and to the
+   generator's (on the attached fakes: trains G). That is the paper's ``min over G, Q`` of
+   ``-λ L_I``, with one summed objective per network.
+
+Switched on by a ``[plugins.infogan]`` table; without it the recipe is plain DCGAN. Only the
+``LatentDistribution`` interface is used, so any registered distribution can be a code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ganforge import hookimpl
+from ganforge.data import to_model_range
+from ganforge.errors import RecipeError
+from ganforge.latents import LatentDistribution
+from ganforge.losses import LossTerm
+from ganforge.registry import did_you_mean
+from ganforge.traversal import save_traversal
+
+from .clustering import contingency, matched_accuracy, normalized_mutual_information, purity
+
+DEFAULTS = {
+    # Each code: { name, dist, size, weight, ...options for the distribution }.
+    "codes": [],
+    # Width of Q's hidden layer: the paper's FC128-BN-lReLU-FC.
+    "q_hidden": 128,
+    # Also write a traversal grid per code at every sample cadence (always at the end).
+    "traverse_every_sample": True,
+}
+CODE_KEYS = ("name", "dist", "size", "weight")
+HEAD = "q"
+
+
+@dataclass(frozen=True)
+class CodeSpec:
+    name: str
+    dist: str
+    size: int
+    weight: float
+    options: dict
+
+
+def parse_codes(codes: list) -> list[CodeSpec]:
+    """The ``codes`` array checked item by item; errors name ``codes[i].key``."""
+    if not codes:
+        raise RecipeError("needs at least one code, e.g. codes = [{ name = \"digit\", dist = \"categorical\","
+                          " size = 10, weight = 1.0 }]", key="codes")
+    specs, names = [], set()
+    for index, code in enumerate(codes):
+        where = f"codes[{index}]"
+        if not isinstance(code, dict):
+            raise RecipeError(f"must be a table {{ name, dist, size, weight }}, got {code!r}", key=where)
+        missing = [key for key in ("name", "dist") if key not in code]
+        if missing:
+            raise RecipeError(f"lacks {', '.join(missing)}", key=where)
+        name, dist = code["name"], code["dist"]
+        size, weight = code.get("size", 1), code.get("weight", 1.0)
+        if not isinstance(name, str) or not name.isidentifier() or name == "z":
+            raise RecipeError(f"must be a word (letters, digits, _) other than 'z', got {name!r}", key=f"{where}.name")
+        if name in names:
+            raise RecipeError(f"code {name!r} is defined twice", key=f"{where}.name")
+        if not isinstance(dist, str):
+            raise RecipeError(f"must be a distribution name, got {dist!r}", key=f"{where}.dist")
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 4096:
+            raise RecipeError(f"must be an integer from 1 to 4096, got {size!r}", key=f"{where}.size")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1e6:
+            raise RecipeError(f"must be a number >= 0 (the code's λ), got {weight!r}", key=f"{where}.weight")
+        names.add(name)
+        options = {key: value for key, value in code.items() if key not in CODE_KEYS}
+        specs.append(CodeSpec(name, dist, size, float(weight), options))
+    return specs
+
+
+class QHead(nn.Module):
+    """FC-BN-lReLU-FC from the shared features to every code's parameters, concatenated."""
+
+    def __init__(self, feature_dim: int, hidden: int, outputs: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(feature_dim, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.1, True),
+            nn.Linear(hidden, outputs),
+        )
+        for module in self.net:
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, features):
+        return self.net(features)
+
+
+class InfoGAN:
+    """The per-run plugin object made from a ``[plugins.infogan]`` table."""
+
+    def __init__(self, settings: dict):
+        self.specs = parse_codes(settings["codes"])
+        hidden = settings["q_hidden"]
+        if not 1 <= hidden <= 65536:
+            raise RecipeError(f"must be from 1 to 65536, got {hidden}", key="q_hidden")
+        self.hidden = hidden
+        self.traverse_every_sample = settings["traverse_every_sample"]
+        self.codes: dict[str, LatentDistribution] = {}
+
+    # -- setup -----------------------------------------------------------------------------
+
+    @hookimpl
+    def ganforge_generator_inputs(self, run):
+        for index, spec in enumerate(self.specs):
+            self.codes[spec.name] = self._build(run.host.latents, spec, f"codes[{index}]")
+        return list(self.codes.items())
+
+    @staticmethod
+    def _build(latents, spec: CodeSpec, where: str) -> LatentDistribution:
+        if spec.dist not in latents:
+            known = latents.names()
+            raise RecipeError(f"unknown distribution {spec.dist!r};{did_you_mean(spec.dist, known)}"
+                              f" known: {', '.join(known)}", key=f"plugins.infogan.{where}.dist")
+        try:
+            distribution = latents.get(spec.dist)(spec.size, **spec.options)
+        except (TypeError, ValueError) as error:
+            raise RecipeError(f"{spec.dist}: {error}", key=f"plugins.infogan.{where}") from None
+        return distribution
+
+    @hookimpl
+    def ganforge_discriminator_heads(self, run, feature_dim):
+        outputs = sum(distribution.param_dim for distribution in self.codes.values())
+        return [(HEAD, QHead(feature_dim, self.hidden, outputs))]
+
+    # -- per step --------------------------------------------------------------------------
+
+    def code_params(self, q_output: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Q's output split into each code's parameters, in the order of the recipe."""
+        sizes = [distribution.param_dim for distribution in self.codes.values()]
+        return dict(zip(self.codes, torch.split(q_output, sizes, dim=1)))
+
+    def information_terms(self, ctx) -> list[LossTerm]:
+        params = self.code_params(ctx.d_fake.heads[HEAD])
+        terms = []
+        for spec in self.specs:
+            nll = self.codes[spec.name].nll(ctx.latents[spec.name], params[spec.name]).mean()
+            terms.append(LossTerm(f"info/{spec.name}", nll, spec.weight))
+            entropy = self.codes[spec.name].entropy()
+            if ctx.phase == "D" and entropy is not None and self.codes[spec.name].kind != "continuous":
+                # H(c) - NLL: the mutual-information lower bound; reaches H(c) when Q recovers c.
+                ctx.log(f"mi/{spec.name}", entropy - nll.detach())
+        return terms
+
+    @hookimpl
+    def ganforge_discriminator_loss_terms(self, ctx):
+        # Fakes are detached here: the information gradient trains Q and the shared trunk.
+        return self.information_terms(ctx)
+
+    @hookimpl
+    def ganforge_generator_loss_terms(self, ctx):
+        # Fakes are attached and D is frozen: the same terms now train the generator.
+        return self.information_terms(ctx)
+
+    # -- pictures --------------------------------------------------------------------------
+
+    @hookimpl
+    def ganforge_samples(self, run, step, path):
+        if not self.traverse_every_sample and step != run.recipe.train.steps:
+            return
+        for name in self.codes:
+            save_traversal(run, name, path.parent / f"traverse_{name}_{step:07d}.png", seed=run.recipe.run.seed)
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_codes(self, run, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Q's parameters for each code on ``images`` (in [-1, 1]), discriminator in eval mode."""
+        discriminator = run.discriminator
+        was_training = discriminator.training
+        discriminator.eval()
+        try:
+            return self.code_params(discriminator(images).heads[HEAD])
+        finally:
+            discriminator.train(was_training)
+
+
+@hookimpl
+def ganforge_register_run_plugins(register):
+    register("infogan", InfoGAN, defaults=DEFAULTS)
+
+
+EVAL_BATCH = 500
+
+
+def categorical_clustering(run, data) -> dict[str, float]:
+    """For each categorical code: Q's argmax on the real images against the main label."""
+    plugin = run.plugins.get("infogan")
+    label = data.main_label
+    if plugin is None or label is None:
+        return {}
+    labels = data.labels[label]
+    classes = int(labels.max()) + 1
+    predicted: dict[str, list[torch.Tensor]] = {name: [] for name, code in plugin.codes.items() if code.kind == "categorical"}
+    for start in range(0, len(data), EVAL_BATCH):
+        images = to_model_range(data.images[start : start + EVAL_BATCH]).to(run.device)
+        params = plugin.predict_codes(run, images)
+        for name in predicted:
+            predicted[name].append(params[name].argmax(dim=1).cpu())
+    results = {}
+    for name, batches in predicted.items():
+        table = contingency(torch.cat(batches), labels, plugin.codes[name].size, classes)
+        results[f"{name}/accuracy"] = matched_accuracy(table)
+        results[f"{name}/nmi"] = normalized_mutual_information(table)
+        results[f"{name}/purity"] = purity(table)
+    return results
+
+
+@hookimpl
+def ganforge_register_metrics(register):
+    register("categorical-clustering", categorical_clustering)
