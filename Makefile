@@ -8,11 +8,12 @@ GANFORGE_DATA_ROOT ?= $(abspath ../shared/data/mnist)
 export GANFORGE_DATA_ROOT
 
 # torch 2.14.1 with torchvision 0.29.1: a matching pair (other torch builds break torchvision's import).
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml docs/examples/ganforge-vonmises/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	$(VENV)/bin/python -m pip install --quiet -e docs/examples/ganforge-vonmises
 	touch $@
 
 .PHONY: run test

@@ -149,7 +149,16 @@ class Run:
         train = recipe.train
         betas = (train.beta1, train.beta2)
         self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=train.g_lr, betas=betas)
-        self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=train.d_lr, betas=betas)
+        self.optimizer_d = torch.optim.Adam(self._discriminator_groups(train.d_lr), lr=train.d_lr, betas=betas)
+
+    def _discriminator_groups(self, d_lr: float) -> list[dict]:
+        """D's parameters as optimizer groups: the trunk at ``train.d_lr``, and each head at its own
+        ``learning_rate`` attribute where it sets one (a Q head may learn faster than D)."""
+        groups = [{"params": list(self.discriminator.trunk.parameters()), "lr": d_lr}]
+        for head in self.discriminator.heads.values():
+            if any(True for _ in head.parameters()):
+                groups.append({"params": list(head.parameters()), "lr": getattr(head, "learning_rate", 0) or d_lr})
+        return groups
 
     # -- latents -------------------------------------------------------------------------------
 

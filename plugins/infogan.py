@@ -33,6 +33,8 @@ DEFAULTS = {
     "codes": [],
     # Width of Q's hidden layer: the paper's FC128-BN-lReLU-FC.
     "q_hidden": 128,
+    # Learning rate of the Q head; 0 trains it at train.d_lr with the rest of the discriminator.
+    "q_lr": 0.0,
     # Also write a traversal grid per code at every sample cadence (always at the end).
     "traverse_every_sample": True,
 }
@@ -107,6 +109,9 @@ class InfoGAN:
         if not 1 <= hidden <= 65536:
             raise RecipeError(f"must be from 1 to 65536, got {hidden}", key="q_hidden")
         self.hidden = hidden
+        if not 0 <= settings["q_lr"] < 1:
+            raise RecipeError(f"must be in [0, 1) (0: train.d_lr), got {settings['q_lr']}", key="q_lr")
+        self.q_lr = settings["q_lr"]
         self.traverse_every_sample = settings["traverse_every_sample"]
         self.codes: dict[str, LatentDistribution] = {}
 
@@ -133,7 +138,9 @@ class InfoGAN:
     @hookimpl
     def ganforge_discriminator_heads(self, run, feature_dim):
         outputs = sum(distribution.param_dim for distribution in self.codes.values())
-        return [(HEAD, QHead(feature_dim, self.hidden, outputs))]
+        head = QHead(feature_dim, self.hidden, outputs)
+        head.learning_rate = self.q_lr  # 0: the discriminator's rate
+        return [(HEAD, head)]
 
     # -- per step --------------------------------------------------------------------------
 
@@ -149,8 +156,9 @@ class InfoGAN:
             nll = self.codes[spec.name].nll(ctx.latents[spec.name], params[spec.name]).mean()
             terms.append(LossTerm(f"info/{spec.name}", nll, spec.weight))
             entropy = self.codes[spec.name].entropy()
-            if ctx.phase == "D" and entropy is not None and self.codes[spec.name].kind != "continuous":
-                # H(c) - NLL: the mutual-information lower bound; reaches H(c) when Q recovers c.
+            if ctx.phase == "D" and entropy is not None:
+                # H(c) - NLL: a lower bound on I(c; G(z, c)); for a categorical code it reaches
+                # ln K when Q recovers the code (for continuous codes H is differential).
                 ctx.log(f"mi/{spec.name}", entropy - nll.detach())
         return terms
 

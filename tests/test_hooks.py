@@ -16,10 +16,11 @@ from torch import nn
 
 from ganforge import hookimpl, hookspecs
 from ganforge.data import DataSettings
-from ganforge.latents import LatentDistribution, Uniform
+from ganforge.latents import LatentDistribution
 from ganforge.losses import LossTerm
 from ganforge.training import StepContext
 from ganforge_plugins.dcgan import build_dcgan_28
+from ganforge_plugins.latents import Uniform
 from ganforge_plugins.losses import NonSaturating
 from ganforge_plugins.shapes import generate_shapes
 

@@ -1,0 +1,160 @@
+"""InfoGAN as a plugin: codes in, a Q head on D, information terms in both objectives."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import ganforge
+from ganforge.errors import GanforgeError, RecipeError
+from ganforge.launch import evaluate_run, read_recipe
+from ganforge.run import Run
+from ganforge.training import train_step
+from ganforge_plugins.clustering import contingency, matched_accuracy, normalized_mutual_information, purity
+
+from .conftest import make_host, run_tiny, tiny_recipe, write_recipe
+
+CODES = [
+    {"name": "digit", "dist": "categorical", "size": 4, "weight": 1.0},
+    {"name": "slant", "dist": "uniform", "size": 1, "weight": 0.1},
+]
+INFOGAN = {"infogan": {"codes": CODES}}
+
+
+def build_run(tmp_path, codes=CODES, **sections):
+    host = make_host()
+    values = tiny_recipe(tmp_path / "runs", plugins={"infogan": {"codes": codes}}, **sections)
+    recipe = read_recipe(write_recipe(tmp_path / "r.toml", values), [], host)
+    return Run(recipe, host, tmp_path / "runs" / "tiny")
+
+
+def test_the_table_adds_codes_a_q_head_and_information_terms(tmp_path):
+    run = run_tiny(tmp_path, plugins=INFOGAN, train={"steps": 2, "log_every": 1})
+    assert list(run.inputs) == ["z", "digit", "slant"] and run.input_dim == 8 + 4 + 1
+    assert list(run.discriminator.heads) == ["q"]
+    assert run.discriminator.heads["q"](torch.zeros(2, 1024)).shape == (2, 4 + 1)
+    record = json.loads((run.directory / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("loss/D/info/digit", "loss/G/info/digit", "loss/D/info/slant", "loss/G/info/slant", "mi/digit"):
+        assert key in record
+    assert record["mi/digit"] == pytest.approx(torch.log(torch.tensor(4.0)).item() - record["loss/D/info/digit"], abs=1e-5)
+    assert record["loss/G/total"] == pytest.approx(
+        record["loss/G/adv"] + record["loss/G/info/digit"] + 0.1 * record["loss/G/info/slant"], rel=1e-5)
+
+
+def test_without_the_table_the_same_recipe_is_plain_dcgan(tmp_path):
+    run = run_tiny(tmp_path, train={"steps": 1})
+    assert list(run.inputs) == ["z"] and len(run.discriminator.heads) == 0
+
+
+def test_the_information_gradient_reaches_g_q_and_the_shared_trunk(tmp_path):
+    with_info = build_run(tmp_path / "a")
+    without = build_run(tmp_path / "b", codes=[{**code, "weight": 0.0} for code in CODES])
+    initial_q = copy.deepcopy(with_info.discriminator.heads["q"])
+    train_step(with_info)
+    train_step(without)
+    # Q learns only from the information term: with λ = 0 it gets zero gradient, with λ = 1 not.
+    for p_with, p_without in zip(with_info.discriminator.heads["q"].parameters(),
+                                 without.discriminator.heads["q"].parameters()):
+        assert p_with.grad.abs().sum() > 0 and p_without.grad.abs().sum() == 0
+    assert any(not torch.equal(a, b) for a, b in zip(initial_q.parameters(), with_info.discriminator.heads["q"].parameters()))
+    # The shared trunk and the generator get the information gradient on top of the adversarial one.
+    trunk = lambda run: torch.cat([p.grad.flatten() for p in run.discriminator.trunk.trunk.parameters()])
+    generator = lambda run: torch.cat([p.grad.flatten() for p in run.generator.parameters()])
+    assert not torch.allclose(trunk(with_info), trunk(without))
+    assert not torch.allclose(generator(with_info), generator(without))
+
+
+def test_the_categorical_term_is_cross_entropy_on_q_logits(tmp_path):
+    run = build_run(tmp_path)
+    plugin = run.plugins["infogan"]
+    latents = run.sample_latents(16)
+    q = torch.randn(16, 5)
+    expected = torch.nn.functional.cross_entropy(q[:, :4], latents["digit"].argmax(1))
+    params = plugin.code_params(q)
+    assert torch.allclose(run.inputs["digit"].nll(latents["digit"], params["digit"]).mean(), expected)
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    ({"name": "digit", "dist": "categorcal", "size": 10}, "codes[0].dist: unknown distribution 'categorcal'; did you mean 'categorical'?"),
+    ({"name": "digit", "size": 10}, "codes[0]: lacks dist"),
+    ({"name": "digit", "dist": "categorical", "size": 0}, "codes[0].size: must be an integer from 1 to 4096, got 0"),
+    ({"name": "z", "dist": "uniform"}, "codes[0].name: must be a word"),
+    ({"name": "digit", "dist": "categorical", "weight": -1}, "codes[0].weight: must be a number >= 0"),
+])
+def test_bad_codes_are_recipe_errors_naming_the_code(tmp_path, code, message):
+    with pytest.raises(RecipeError) as caught:
+        build_run(tmp_path, codes=[code])
+    assert f"plugins.infogan.{message}" in str(caught.value)
+    assert str(caught.value).startswith(str(tmp_path / "r.toml"))
+
+
+def test_no_codes_is_a_recipe_error(tmp_path):
+    with pytest.raises(RecipeError, match="plugins.infogan.codes: needs at least one code"):
+        build_run(tmp_path, codes=[])
+
+
+def test_traversal_grids_are_written_for_every_code(tmp_path):
+    run = run_tiny(tmp_path, plugins=INFOGAN, train={"steps": 2, "sample_every": 2})
+    samples = run.directory / "samples"
+    digit = Image.open(samples / "traverse_digit_0000002.png")
+    slant = Image.open(samples / "traverse_slant_0000002.png")
+    assert digit.size == (4 * 30 + 2, 10 * 30 + 2)  # every category across, 10 rows of noise
+    assert slant.size == (10 * 30 + 2, 10 * 30 + 2)  # 10 values from -2 to 2 across
+
+
+def test_load_generator_samples_with_fixed_codes(tmp_path):
+    run = run_tiny(tmp_path, plugins=INFOGAN, train={"steps": 1})
+    generator = ganforge.load_generator(run.directory / "checkpoints" / "last.pt")
+    assert {name: (info.kind, info.size) for name, info in generator.codes.items()} == {
+        "digit": ("categorical", 4), "slant": ("continuous", 1)}
+    images = generator.sample(6, fixed={"digit": 3, "slant": 0.5}, seed=0)
+    assert images.shape == (6, 1, 28, 28) and images.dtype == torch.float32
+    assert 0 <= images.min() and images.max() <= 1
+    assert torch.equal(images, generator.sample(6, fixed={"digit": 3, "slant": 0.5}, seed=0))
+    assert not torch.equal(images, generator.sample(6, fixed={"digit": 1, "slant": 0.5}, seed=0))
+    with pytest.raises(GanforgeError, match="unknown code 'digt'; did you mean 'digit'?"):
+        generator.sample(1, fixed={"digt": 3})
+    with pytest.raises(GanforgeError, match="code 'digit'"):
+        generator.sample(1, fixed={"digit": 7})
+
+
+def test_eval_reports_matched_accuracy_and_nmi_per_categorical_code(tmp_path):
+    run = run_tiny(tmp_path, plugins=INFOGAN, train={"steps": 2})
+    results, evaluated = evaluate_run(run.directory, host=make_host())
+    assert set(results) == {"digit/accuracy", "digit/nmi", "digit/purity"}
+    assert 0.25 <= results["digit/accuracy"] <= 1  # 4 categories against 4 shapes: at least chance
+    assert 0 <= results["digit/nmi"] <= 1
+    assert evaluated.step == 2
+
+
+def test_matching_accuracy_is_one_for_a_relabelled_perfect_clustering():
+    labels = torch.arange(10).repeat(30)
+    predicted = (labels * 7 + 3) % 10  # a permutation of the labels
+    table = contingency(predicted, labels, 10, 10)
+    assert matched_accuracy(table) == 1.0 and purity(table) == 1.0
+    assert normalized_mutual_information(table) == pytest.approx(1.0)
+
+
+def test_matching_is_one_to_one_where_purity_is_many_to_one():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    predicted = torch.tensor([0, 0, 1, 1, 1, 1])  # categories 0 and 1; category 1 holds labels 1 and 2
+    table = contingency(predicted, labels, 3, 3)
+    assert matched_accuracy(table) == pytest.approx(4 / 6)
+    assert purity(table) == pytest.approx(4 / 6)
+    merged = contingency(torch.zeros(6, dtype=torch.long), labels, 3, 3)
+    assert matched_accuracy(merged) == pytest.approx(2 / 6)
+    assert normalized_mutual_information(merged) == 0.0
+
+
+def test_nmi_matches_the_definition_on_a_small_table():
+    # Two categories, two labels, counts [[2, 1], [0, 1]] over 4 samples.
+    table = torch.tensor([[2, 1], [0, 1]])
+    p = table.double() / 4
+    pr, pl = p.sum(1), p.sum(0)
+    mi = sum(p[i, j] * torch.log(p[i, j] / (pr[i] * pl[j])) for i in range(2) for j in range(2) if p[i, j] > 0)
+    h = lambda q: -(q * q.log()).sum()
+    assert normalized_mutual_information(table) == pytest.approx(float(mi / ((h(pr) + h(pl)) / 2)))
