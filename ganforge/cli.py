@@ -91,7 +91,8 @@ def sample(checkpoint: Path = typer.Argument(..., help="A checkpoint, e.g. runs/
 def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/infogan_mnist.", exists=True,
                                             file_okay=False),
              json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
-             set_: list[str] = SetOption):
+             set_: list[str] = SetOption,
+             checkpoint: str = typer.Option("last.pt", "--checkpoint", help="A file in the run's checkpoints/.")):
     """Evaluate a run's last checkpoint on its dataset with every registered metric
     (for InfoGAN: each categorical code's matched accuracy and NMI against the labels)."""
     import json
@@ -99,7 +100,7 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. run
     from .launch import evaluate_run
 
     try:
-        results, run = evaluate_run(run_dir, overrides=set_)
+        results, run = evaluate_run(run_dir, overrides=set_, checkpoint=checkpoint)
     except GanforgeError as error:
         fail(error)
     if json_output:

@@ -149,11 +149,13 @@ def sample_checkpoint(path: Path, out: Path, n: int, seed: int, traverse: str | 
     return save_grid(images, out, columns=max(1, round(n**0.5)))
 
 
-def evaluate_run(run_directory: Path, host: PluginHost | None = None,
-                 overrides: list[str] = ()) -> tuple[dict[str, float], Run]:
-    """``ganforge eval``: every registered metric on the run's last checkpoint and its dataset."""
+def evaluate_run(run_directory: Path, host: PluginHost | None = None, overrides: list[str] = (),
+                 checkpoint: str = LAST) -> tuple[dict[str, float], Run]:
+    """``ganforge eval``: every registered metric on one of the run's checkpoints (the last by
+    default) and its dataset."""
     host = host or make_plugin_host()
-    run, _ = run_from_checkpoint(Path(run_directory) / "checkpoints" / LAST, host, with_data=True, overrides=overrides)
+    path = Path(run_directory) / "checkpoints" / checkpoint
+    run, _ = run_from_checkpoint(path, host, with_data=True, overrides=overrides)
     results: dict[str, float] = {}
     for entry in host.metrics:
         results.update(host.guarded(entry.plugin, entry.value, run, run.data))
