@@ -37,7 +37,7 @@ def train_and_evaluate(recipe: Path, seed: int, data_root: str, out_dir: Path, e
     result = subprocess.run([GANFORGE, "eval", str(out_dir / name), "--json"], check=True, capture_output=True, text=True)
     evaluation = json.loads(result.stdout)
     last = json.loads((out_dir / name / "metrics.jsonl").read_text().splitlines()[-1])
-    return {"seed": seed, "minutes": minutes, "images": last["images"], **evaluation}
+    return {**evaluation, "seed": seed, "minutes": minutes, "images_seen": last["images"]}
 
 
 def report(rows: list[dict], code: str) -> str:
@@ -48,7 +48,7 @@ def report(rows: list[dict], code: str) -> str:
     ]
     for row in rows:
         lines.append(f"| {row['seed']} | {row[f'{code}/accuracy']:.4f} | {row[f'{code}/nmi']:.4f} |"
-                     f" {row[f'{code}/purity']:.4f} | {row['minutes']:.1f} | {row['images']:,} |")
+                     f" {row[f'{code}/purity']:.4f} | {row['minutes']:.1f} | {row['images_seen']:,} |")
     lines += [
         "",
         f"mean accuracy {statistics.mean(accuracies):.4f}, minimum {min(accuracies):.4f}, "

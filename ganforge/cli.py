@@ -104,7 +104,7 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. run
     except GanforgeError as error:
         fail(error)
     if json_output:
-        print(json.dumps({"run": str(run_dir), "step": run.step, "images": len(run.data), **results}))
+        print(json.dumps({"run": str(run_dir), "step": run.step, "eval_images": len(run.data), **results}))
         return
     table = Table("metric", "value", title=f"{run_dir} at step {run.step}, on {len(run.data)} {run.recipe.data.name} images")
     for name, value in results.items():

@@ -156,9 +156,10 @@ class InfoGAN:
             nll = self.codes[spec.name].nll(ctx.latents[spec.name], params[spec.name]).mean()
             terms.append(LossTerm(f"info/{spec.name}", nll, spec.weight))
             entropy = self.codes[spec.name].entropy()
-            if ctx.phase == "D" and entropy is not None:
-                # H(c) - NLL: a lower bound on I(c; G(z, c)); for a categorical code it reaches
-                # ln K when Q recovers the code (for continuous codes H is differential).
+            if ctx.phase == "D" and entropy is not None and self.codes[spec.name].kind != "continuous":
+                # H(c) - NLL: a lower bound on I(c; G(z, c)) that reaches ln K when Q recovers a
+                # categorical code. For continuous codes H is differential and the fixed-sigma NLL
+                # carries constants, so the bound says little there: not logged.
                 ctx.log(f"mi/{spec.name}", entropy - nll.detach())
         return terms
 
