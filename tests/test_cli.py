@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 
 
 from .conftest import REPO, tiny_recipe, write_recipe

@@ -16,7 +16,6 @@ from torch import nn
 
 from ganforge import hookimpl, hookspecs
 from ganforge.data import DataSettings
-from ganforge.latents import LatentDistribution
 from ganforge.losses import LossTerm
 from ganforge.training import StepContext
 from ganforge_plugins.dcgan import build_dcgan_28
