@@ -59,10 +59,10 @@ def run_recipe(path: Path, overrides: list[str] = (), resume: bool = False, *,
     console = console or Console()
     recipe = read_recipe(path, overrides, host)
     outputs = RunOutputs(run_directory(recipe), recipe.train.keep_checkpoints)
+    # Before anything heavy: is there a run to resume, or a run that a new one would overwrite?
+    outputs.check_start(resume)
     state = None
     if resume:
-        if not outputs.last_checkpoint.is_file():
-            outputs.prepare(recipe.to_toml(), resume=True)  # raises: nothing to resume
         state = load_checkpoint(outputs.last_checkpoint)
         differing = [key for key in _differing_keys(state["recipe"], recipe.to_dict()) if key not in RESUMABLE_CHANGES]
         if differing:

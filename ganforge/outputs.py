@@ -29,19 +29,22 @@ class RunOutputs:
     def last_checkpoint(self) -> Path:
         return self.checkpoints / LAST
 
-    def prepare(self, recipe_toml: str, resume: bool) -> None:
-        """Create the folders; refuse to start a new run over an existing one."""
-        recipe_file = self.directory / "recipe.toml"
+    def check_start(self, resume: bool) -> None:
+        """Refuse to resume a run without a checkpoint, or to start a new run over an existing one."""
         if resume:
             if not self.last_checkpoint.is_file():
                 raise CheckpointError(f"cannot resume: {self.last_checkpoint} does not exist; start the run without --resume")
-        elif recipe_file.exists() or self.last_checkpoint.exists():
+        elif (self.directory / "recipe.toml").exists() or self.last_checkpoint.exists():
             raise GanforgeError(
                 f"{self.directory} already holds a run; continue it with --resume, or start another with"
                 " --set run.name=NEW_NAME (ganforge never overwrites a run)")
+
+    def prepare(self, recipe_toml: str, resume: bool) -> None:
+        """Create the folders and write the resolved recipe, after :meth:`check_start`."""
+        self.check_start(resume)
         for folder in (self.directory, self.samples, self.checkpoints):
             folder.mkdir(parents=True, exist_ok=True)
-        recipe_file.write_text(recipe_toml)
+        (self.directory / "recipe.toml").write_text(recipe_toml)
 
     def log_metrics(self, record: dict) -> None:
         with self.metrics.open("a") as file:
