@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import pickle
+import random
 import shutil
 import tempfile
 import zipfile
@@ -15,6 +18,7 @@ import torch
 from .errors import GanforgeError
 
 FORMAT = 1
+TEMPORARY_SUFFIX = ".tmp"
 
 
 class CheckpointError(GanforgeError):
@@ -28,8 +32,9 @@ def plugin_states(run) -> dict[str, Any]:
     return {name: plugin.state_dict() for name, plugin in run.plugins.items() if hasattr(plugin, "state_dict")}
 
 
-def run_state(run) -> dict[str, Any]:
-    """Everything the run needs to continue as if it had never stopped."""
+def run_state(run, meter: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the run needs to continue as if it had never stopped; ``meter`` holds the log
+    values summed since the last metrics record, so the next record comes out the same."""
     return {
         "format": FORMAT,
         "step": run.step,
@@ -44,20 +49,32 @@ def run_state(run) -> dict[str, Any]:
             "torch": torch.get_rng_state(),
             "latents": run.latent_rng.get_state(),
             "data": run.batcher.generator.get_state(),
+            **global_rng_states(),
         },
         "data_order": run.batcher.state_dict(),
         "plugins": plugin_states(run),
+        "meter": meter or {},
     }
 
 
-def restore_run_state(run, state: dict[str, Any]) -> None:
+def restore_run_state(run, state: dict[str, Any], source: Path) -> None:
+    """Load ``state`` (read from ``source``) into a freshly built ``run``."""
+    try:
+        _restore(run, state)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
+        raise CheckpointError(f"{source} does not fit the run this recipe builds: {_first_line(error)}") from None
+
+
+def _restore(run, state: dict[str, Any]) -> None:
     run.generator.load_state_dict(state["generator"])
     run.discriminator.load_state_dict(state["discriminator"])
-    run.optimizer_g.load_state_dict(state["optimizer_g"])
-    run.optimizer_d.load_state_dict(state["optimizer_d"])
-    torch.set_rng_state(state["rng"]["torch"])
-    run.latent_rng.set_state(state["rng"]["latents"])
-    run.batcher.generator.set_state(state["rng"]["data"])
+    load_optimizer(run.optimizer_g, state["optimizer_g"])
+    load_optimizer(run.optimizer_d, state["optimizer_d"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    run.latent_rng.set_state(rng["latents"])
+    run.batcher.generator.set_state(rng["data"])
+    restore_global_rng_states(rng)
     run.batcher.load_state_dict(state["data_order"])
     for name, plugin_state in state.get("plugins", {}).items():
         if name in run.plugins and hasattr(run.plugins[name], "load_state_dict"):
@@ -66,11 +83,64 @@ def restore_run_state(run, state: dict[str, Any]) -> None:
     run.images_seen = int(state["images_seen"])
 
 
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """The checkpoint's moments with the recipe's settings (learning rates, betas): the same
+    unless ``--force-resume`` changed them, and then the recipe's are the ones asked for."""
+    settings = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, own in zip(optimizer.param_groups, settings):
+        group.update(own)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# Python's and numpy's global generators, for plugins that draw from them. They are stored as
+# plain lists and numbers: a ``weights_only`` load accepts nothing else.
+
+
+def seed_global_rngs(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy
+    except ImportError:
+        return
+    numpy.random.seed(seed % 2**32)
+
+
+def global_rng_states() -> dict[str, Any]:
+    version, internal, gauss_next = random.getstate()
+    states: dict[str, Any] = {"python": {"version": version, "state": list(internal), "gauss_next": gauss_next}}
+    try:
+        import numpy
+    except ImportError:
+        return states
+    kind, keys, position, has_gauss, cached_gaussian = numpy.random.get_state(legacy=True)
+    states["numpy"] = {"kind": kind, "keys": keys.tolist(), "position": int(position),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+    return states
+
+
+def restore_global_rng_states(states: dict[str, Any]) -> None:
+    if "python" in states:
+        python = states["python"]
+        random.setstate((python["version"], tuple(python["state"]), python["gauss_next"]))
+    if "numpy" in states:
+        import numpy
+
+        saved = states["numpy"]
+        numpy.random.set_state((saved["kind"], numpy.array(saved["keys"], dtype=numpy.uint32), saved["position"],
+                                saved["has_gauss"], saved["cached_gaussian"]))
+
+
 def save_atomically(state: dict[str, Any], path: Path) -> None:
     """Write to a temporary file in the same folder, flush and fsync, then rename over ``path``:
     a crash during the write leaves the previous file as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    handle, temporary = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=TEMPORARY_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save(state, file)
@@ -90,14 +160,31 @@ def save_atomically(state: dict[str, Any], path: Path) -> None:
         os.close(directory)
 
 
+def temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete temporary files of ``path`` that a killed process left behind (one process writes a
+    run's checkpoints, so none of them is still being written)."""
+    for stale in path.parent.glob(f"{glob.escape(temporary_prefix(path))}*{TEMPORARY_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+
+
 def keep_copy(source: Path, target: Path) -> None:
     """A periodic copy of ``source``: a hard link where the file system allows it (the next atomic
     write of ``source`` replaces its name, not the linked data), else a real copy."""
-    target.unlink(missing_ok=True)
     try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            target.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write checkpoint {target}: {error.strerror or error};"
+                              f" {source} is complete") from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -108,8 +195,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsupported content"
-        raise CheckpointError(f"refused to load {path}: it holds more than tensors and plain data ({first_line})") from None
+        raise CheckpointError(f"refused to load {path}: it holds more than tensors and plain data"
+                              f" ({_first_line(error)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
         raise CheckpointError(f"{path} is truncated or corrupt and cannot be read ({type(error).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

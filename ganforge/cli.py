@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -24,20 +23,35 @@ SetOption = typer.Option([], "--set", help="Override a recipe key: SECTION.KEY=V
 
 
 def fail(error: GanforgeError) -> None:
-    errors.print(f"error: {error}", highlight=False, soft_wrap=True)
+    errors.print(f"error: {error}", highlight=False, soft_wrap=True, markup=False)
     raise typer.Exit(error.exit_code)
 
 
 @app.command()
 def run(recipe: Path = RecipeArgument, set_: list[str] = SetOption,
-        resume: bool = typer.Option(False, "--resume", help="Continue the run from its checkpoints/last.pt.")):
-    """Train the recipe; outputs go to <run.out_dir>/<run.name>/."""
+        resume: bool = typer.Option(False, "--resume", help="Continue the run from its checkpoints/last.pt."),
+        force_resume: bool = typer.Option(
+            False, "--force-resume",
+            help="Resume even though the recipe changed keys that change the training; they are listed in a warning.")):
+    """Train the recipe; outputs go to <run.out_dir>/<run.name>/.
+
+    SIGINT (Ctrl-C) or SIGTERM finishes the current step, writes a checkpoint and prints the command
+    that resumes the run; the exit code is 130 or 143.
+    """
     from .launch import run_recipe
+    from .training import TrainingInterrupted
 
     try:
-        run_recipe(recipe, set_, resume, console=console)
+        run_recipe(recipe, set_, resume, force_resume=force_resume, console=console)
+    except TrainingInterrupted as stop:
+        errors.print(str(stop), highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(stop.exit_code) from None
     except GanforgeError as error:
         fail(error)
+    except KeyboardInterrupt:
+        # Ctrl-C before the training loop (loading data, building models): nothing to save yet.
+        errors.print("interrupted before training started; nothing was written to resume from", highlight=False)
+        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -73,10 +87,10 @@ def plugins():
 @app.command()
 def sample(checkpoint: Path = typer.Argument(..., help="A checkpoint, e.g. runs/NAME/checkpoints/last.pt."),
            out: Path = typer.Option(..., "--out", help="PNG file to write."),
-           n: Optional[int] = typer.Option(None, "--n", min=1, max=4096,
+           n: int | None = typer.Option(None, "--n", min=1, max=4096,
                                            help="How many images (default 64), or traversal rows (default 10)."),
            seed: int = typer.Option(0, "--seed", min=0, help="Seed for the latents."),
-           traverse: Optional[str] = typer.Option(None, "--traverse", help="Sweep this code: N rows, one column per value.")):
+           traverse: str | None = typer.Option(None, "--traverse", help="Sweep this code: N rows, one column per value.")):
     """Draw a grid of samples from a checkpoint, or a traversal of one code."""
     from .launch import sample_checkpoint
 
@@ -114,5 +128,5 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. run
     console.print(table)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     app(args=argv if argv is not None else sys.argv[1:], prog_name="ganforge")

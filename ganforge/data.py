@@ -125,6 +125,8 @@ class Batcher:
         return {"epoch": self.epoch, "position": self.position, "order": self.order.clone()}
 
     def load_state_dict(self, state: dict) -> None:
+        if len(state["order"]) != len(self.data):
+            raise ValueError(f"its data order covers {len(state['order'])} images, the dataset has {len(self.data)}")
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
         self.order = state["order"].clone()

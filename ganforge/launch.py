@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from .checkpoint import load_checkpoint, restore_run_state
+from .checkpoint import load_checkpoint, restore_run_state, seed_global_rngs
 from .errors import RecipeError
 from .images import save_grid
 from .models import count_parameters
+from .outputs import LAST, RunOutputs
 from .pluginmanager import PluginHost, make_plugin_host
 from .progress import make_progress
-from .outputs import LAST, RunOutputs
 from .recipe import Recipe, apply_overrides, load_recipe, schema_kind, validate
 from .run import Run
-from .training import train
+from .training import TrainingInterrupted, train
 from .traversal import save_traversal
-
 
 #: Keys a resumed run may change: where things are and how long and often, not what is trained.
 RESUMABLE_CHANGES = {
@@ -52,11 +52,16 @@ def run_directory(recipe: Recipe) -> Path:
     return Path(recipe.run.out_dir) / recipe.run.name
 
 
-def run_recipe(path: Path, overrides: list[str] = (), resume: bool = False, *,
+def run_recipe(path: Path, overrides: list[str] = (), resume: bool = False, *, force_resume: bool = False,
                host: PluginHost | None = None, console: Console | None = None) -> Run:
-    """``ganforge run``: validate, build, (resume,) train. Returns the finished run."""
+    """``ganforge run``: validate, build, (resume,) train. Returns the finished run.
+
+    ``force_resume`` resumes even where the recipe changed keys that change the training; the
+    changes are printed as a warning.
+    """
     host = host or make_plugin_host()
     console = console or Console()
+    resume = resume or force_resume
     recipe = read_recipe(path, overrides, host)
     outputs = RunOutputs(run_directory(recipe), recipe.train.keep_checkpoints)
     # Before anything heavy: is there a run to resume, or a run that a new one would overwrite?
@@ -64,20 +69,48 @@ def run_recipe(path: Path, overrides: list[str] = (), resume: bool = False, *,
     state = None
     if resume:
         state = load_checkpoint(outputs.last_checkpoint)
-        differing = [key for key in _differing_keys(state["recipe"], recipe.to_dict()) if key not in RESUMABLE_CHANGES]
-        if differing:
-            raise RecipeError(f"differs from the run being resumed in {', '.join(differing)}; only"
-                              f" {', '.join(sorted(RESUMABLE_CHANGES))} may change", source=str(path))
+        check_resumable(state["recipe"], recipe, force_resume, console)
+    seed_global_rngs(recipe.run.seed)
     run = Run(recipe, host, outputs.directory)
     outputs.prepare(recipe.to_toml(), resume=resume)
     if state is not None:
-        restore_run_state(run, state)
+        restore_run_state(run, state, outputs.last_checkpoint)
         outputs.truncate_metrics(run.step)
         console.print(f"resuming {outputs.directory} at step {run.step}", highlight=False)
     _print_header(console, recipe, run, outputs)
-    train(run, outputs, make_progress(console))
+    try:
+        train(run, outputs, make_progress(console), meter_state=state and state.get("meter"))
+    except TrainingInterrupted as stop:
+        stop.resume_command = resume_command(path, overrides)
+        raise
     console.print(f"done: {run.step} steps, {run.images_seen} images; outputs in {outputs.directory}", highlight=False)
     return run
+
+
+def resume_command(path: Path, overrides: list[str]) -> str:
+    """The shell command that continues a run started with ``path`` and ``overrides``."""
+    settings = [part for assignment in overrides for part in ("--set", assignment)]
+    return shlex.join(["ganforge", "run", str(path), *settings, "--resume"])
+
+
+def check_resumable(stored: dict, recipe: Recipe, force: bool, console: Console) -> None:
+    """Refuse (or with ``force``, warn about) changes to keys that change what is trained."""
+    changed = [key for key in _differing_keys(stored, recipe.to_dict()) if key not in RESUMABLE_CHANGES]
+    if not changed:
+        return
+    if not force:
+        raise RecipeError(f"differs from the run being resumed in {', '.join(changed)}; only"
+                          f" {', '.join(sorted(RESUMABLE_CHANGES))} may change (--force-resume resumes anyway)",
+                          source=recipe.source)
+    current = recipe.to_dict()
+    changes = ", ".join(f"{key} ({_lookup(stored, key)!r} -> {_lookup(current, key)!r})" for key in changed)
+    console.print(f"warning: resuming with a changed recipe: {changes}", highlight=False, markup=False)
+
+
+def _lookup(values: dict, dotted: str):
+    for part in dotted.split("."):
+        values = values.get(part) if isinstance(values, dict) else None
+    return values
 
 
 def _differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -13,6 +15,21 @@ from .errors import GanforgeError
 from .images import save_grid
 
 LAST = "last.pt"
+
+
+class OutputError(GanforgeError):
+    """The run directory cannot be created or written (a bad ``run.out_dir``, a full disk)."""
+
+    exit_code = 2
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A block in which an ``OSError`` (no space left, no permission) becomes a one-line error naming ``path``."""
+    try:
+        yield
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 class RunOutputs:
@@ -32,9 +49,14 @@ class RunOutputs:
     def check_start(self, resume: bool) -> None:
         """Refuse to resume a run without a checkpoint, or to start a new run over an existing one."""
         if resume:
-            if not self.last_checkpoint.is_file():
-                raise CheckpointError(f"cannot resume: {self.last_checkpoint} does not exist; start the run without --resume")
-        elif (self.directory / "recipe.toml").exists() or self.last_checkpoint.exists():
+            if self.last_checkpoint.is_file():
+                return
+            if (self.directory / "recipe.toml").exists():
+                raise CheckpointError(
+                    f"cannot resume: {self.directory} holds a run that stopped before writing its first checkpoint"
+                    f" ({self.last_checkpoint}); delete {self.directory} to start it again")
+            raise CheckpointError(f"cannot resume: {self.last_checkpoint} does not exist; start the run without --resume")
+        if (self.directory / "recipe.toml").exists() or self.last_checkpoint.exists():
             raise GanforgeError(
                 f"{self.directory} already holds a run; continue it with --resume, or start another with"
                 " --set run.name=NEW_NAME (ganforge never overwrites a run)")
@@ -42,36 +64,50 @@ class RunOutputs:
     def prepare(self, recipe_toml: str, resume: bool) -> None:
         """Create the folders and write the resolved recipe, after :meth:`check_start`."""
         self.check_start(resume)
-        for folder in (self.directory, self.samples, self.checkpoints):
-            folder.mkdir(parents=True, exist_ok=True)
-        (self.directory / "recipe.toml").write_text(recipe_toml)
+        with writing(self.directory / "recipe.toml"):
+            for folder in (self.directory, self.samples, self.checkpoints):
+                folder.mkdir(parents=True, exist_ok=True)
+            (self.directory / "recipe.toml").write_text(recipe_toml)
 
     def log_metrics(self, record: dict) -> None:
-        with self.metrics.open("a") as file:
+        with writing(self.metrics), self.metrics.open("a") as file:
             file.write(json.dumps({k: (v if not isinstance(v, float) or math.isfinite(v) else None)
                                    for k, v in record.items()}) + "\n")
 
     def truncate_metrics(self, after_step: int) -> None:
-        """Drop records past ``after_step`` (logged after the checkpoint a resume starts from)."""
+        """Drop records past ``after_step`` (logged after the checkpoint a resume starts from), and a
+        partly written last line that a killed process may have left."""
         if not self.metrics.exists():
             return
-        lines = [line for line in self.metrics.read_text().splitlines()
-                 if line.strip() and json.loads(line).get("step", 0) <= after_step]
-        self.metrics.write_text("".join(line + "\n" for line in lines))
+        kept = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= after_step:
+                kept.append(line)
+        with writing(self.metrics):
+            self.metrics.write_text("".join(line + "\n" for line in kept))
 
     def write_samples(self, step: int, images: torch.Tensor) -> Path:
         path = self.samples / f"step_{step:07d}.png"
-        return save_grid(images, path)
+        with writing(path):
+            return save_grid(images, path)
 
-    def save_checkpoint(self, run) -> Path:
-        """``last.pt``, plus a periodic copy when the cadence asks for it; older periodic ones pruned."""
+    def save_checkpoint(self, run, meter: dict | None = None, periodic: bool = True) -> Path:
+        """``last.pt``, plus (when ``periodic``) a copy named by the step, the oldest copies beyond
+        ``train.keep_checkpoints`` pruned. ``meter`` is the training loop's unlogged sums."""
         for parameter in run.generator.parameters():
             if not torch.isfinite(parameter).all():
                 raise GanforgeError(f"generator weights are not finite at step {run.step}; the last checkpoint is kept")
-        save_atomically(run_state(run), self.last_checkpoint)
-        if self.keep_checkpoints:
+        save_atomically(run_state(run, meter), self.last_checkpoint)
+        if periodic and self.keep_checkpoints:
             keep_copy(self.last_checkpoint, self.checkpoints / f"step_{run.step:07d}.pt")
-            periodic = sorted(self.checkpoints.glob("step_*.pt"))
-            for old in periodic[: -self.keep_checkpoints]:
+            for old in self.periodic_checkpoints()[: -self.keep_checkpoints]:
                 old.unlink(missing_ok=True)
         return self.last_checkpoint
+
+    def periodic_checkpoints(self) -> list[Path]:
+        """The kept copies, oldest first."""
+        return sorted(self.checkpoints.glob("step_*.pt"))

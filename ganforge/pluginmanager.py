@@ -6,10 +6,12 @@ group. Each run (and each test) builds a fresh :class:`PluginHost`; nothing is m
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pluggy
 
@@ -19,6 +21,7 @@ from .registry import Registry
 
 ENTRY_POINT_GROUP = "ganforge"
 DISABLE_ENV = "GANFORGE_DISABLE_PLUGINS"
+BUILTIN_DISTRIBUTION = "ganforge"
 
 #: Registration hooks, by registry: ``ganforge_register_<kind>`` fills ``host.<kind>``.
 REGISTRY_KINDS = {
@@ -42,6 +45,11 @@ class PluginInfo:
     def describe(self) -> str:
         origin = f" from {self.distribution} {self.version}".rstrip() if self.distribution else ""
         return f"plugin {self.name!r}{origin}"
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line, whatever the plugin put in it."""
+    return " ".join(str(error).split())
 
 
 def disabled_plugins() -> set[str]:
@@ -71,7 +79,7 @@ class PluginHost:
 
     def register(self, plugin: Any, name: str, info: PluginInfo | None = None) -> None:
         """Register one plugin object, naming it in the error if its hooks do not match the specs."""
-        self.info[name] = info or PluginInfo(name)
+        self.info[name] = info or self._origin(name)
         try:
             self.pm.register(plugin, name=name)
             self.pm.check_pending()
@@ -79,6 +87,34 @@ class PluginHost:
             raise PluginError(f"{self.describe(name)} does not match the hook specs: {error}") from None
         except ValueError as error:  # pluggy: name already registered
             raise PluginError(f"{self.describe(name)} cannot be registered: {error}") from None
+        self._guard_hooks(plugin, name)
+
+    def _origin(self, name: str) -> PluginInfo:
+        """Where a plugin registered without entry-point info comes from: a per-run plugin object
+        (``<table>.run``, switched on by a recipe table) comes from the distribution of the plugin
+        that registered its table."""
+        table = name.removesuffix(".run")
+        if table != name and table in self.run_plugins:
+            owner = self.info.get(self.run_plugins.entry(table).plugin)
+            if owner:
+                return PluginInfo(name, owner.distribution, owner.version)
+        return PluginInfo(name)
+
+    def _guard_hooks(self, plugin: Any, name: str) -> None:
+        """Make each of ``plugin``'s hooks report a failure as a :class:`PluginError` naming the
+        plugin and its distribution. The hooks are called from several places in the core; guarding
+        them once here means no call site can forget to."""
+        for caller in self.pm.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                    impl.function = self._guarded_hook(name, impl.function)
+
+    def _guarded_hook(self, name: str, function: Callable) -> Callable:
+        @functools.wraps(function)
+        def guarded_hook(*args: Any, **kwargs: Any) -> Any:
+            return self.guarded(name, function, *args, **kwargs)
+
+        return guarded_hook
 
     def plugins(self) -> list[tuple[str, Any]]:
         return sorted(self.pm.list_name_plugin(), key=lambda item: item[0])
@@ -109,8 +145,15 @@ class PluginHost:
         except Exception as error:
             raise PluginError(
                 f"{self.describe(plugin_name)} failed in {getattr(function, '__name__', function)}:"
-                f" {type(error).__name__}: {error}"
+                f" {type(error).__name__}: {one_line(error)}{self._disable_hint(plugin_name)}"
             ) from error
+
+    def _disable_hint(self, plugin_name: str) -> str:
+        """How to switch off an installed plugin without uninstalling it."""
+        info = self.info.get(plugin_name)
+        if not info or not info.distribution or info.distribution == BUILTIN_DISTRIBUTION:
+            return ""
+        return f"; {DISABLE_ENV}={plugin_name.removesuffix('.run')} switches it off"
 
 
 def _register_callback(registry: Registry, plugin_name: str) -> Callable:
@@ -121,14 +164,19 @@ def _register_callback(registry: Registry, plugin_name: str) -> Callable:
     return register
 
 
-def _entry_points() -> Iterable[tuple[importlib.metadata.EntryPoint, importlib.metadata.Distribution]]:
+def _entry_points() -> Iterable[tuple[importlib.metadata.EntryPoint, PluginInfo]]:
+    """Each ``ganforge`` entry point with where it comes from, once per (distribution, name)."""
     seen: set[tuple[str, str]] = set()
     for dist in importlib.metadata.distributions():
-        for entry_point in dist.entry_points:
-            key = (dist.metadata["Name"] or "", entry_point.name)
-            if entry_point.group == ENTRY_POINT_GROUP and key not in seen:
-                seen.add(key)
-                yield entry_point, dist
+        ours = [entry_point for entry_point in dist.entry_points if entry_point.group == ENTRY_POINT_GROUP]
+        if not ours:
+            continue  # reading a distribution's metadata parses its whole METADATA file: skip the rest
+        metadata = dist.metadata
+        distribution, version = metadata["Name"] or "", metadata["Version"] or ""
+        for entry_point in ours:
+            if (distribution, entry_point.name) not in seen:
+                seen.add((distribution, entry_point.name))
+                yield entry_point, PluginInfo(entry_point.name, distribution, version)
 
 
 def make_plugin_host(*, entry_points: bool = True, plugins: Iterable[tuple[str, Any]] = ()) -> PluginHost:
@@ -143,10 +191,9 @@ def make_plugin_host(*, entry_points: bool = True, plugins: Iterable[tuple[str, 
     host = PluginHost(pm)
     disabled = disabled_plugins()
     if entry_points:
-        for entry_point, dist in _entry_points():
+        for entry_point, info in _entry_points():
             if entry_point.name in disabled:
                 continue
-            info = PluginInfo(entry_point.name, dist.metadata["Name"] or "", dist.version or "")
             if entry_point.name in host.info:
                 raise PluginError(
                     f"{info.describe()} has the same entry-point name as {host.describe(entry_point.name)};"
@@ -156,7 +203,7 @@ def make_plugin_host(*, entry_points: bool = True, plugins: Iterable[tuple[str, 
                 plugin = entry_point.load()
             except Exception as error:
                 raise PluginError(
-                    f"{info.describe()} failed to import ({entry_point.value}): {type(error).__name__}: {error};"
+                    f"{info.describe()} failed to import ({entry_point.value}): {type(error).__name__}: {one_line(error)};"
                     f" disable it with {DISABLE_ENV}={entry_point.name}"
                 ) from None
             host.register(plugin, entry_point.name, info)

@@ -10,16 +10,22 @@ import copy
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 from .data import SPLITS
 from .errors import RecipeError
 from .registry import did_you_mean
 
 MAX_INT = 2**31 - 1  # larger sizes are typos, and would overflow tensors long before training
+MAX_IMAGE_SIZE = 4096
+MAX_GENERATED_IMAGES = 10_000_000  # 7.8 GB of 28 px sprites already
+MAX_NOISE_DIM = 65_536
+MAX_D_STEPS = 1000
+MAX_THREADS = 1024
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,10 @@ def non_negative(value: Any) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+def learning_rate(value: Any) -> str | None:
+    return None if 0 < value <= 1 else "must be more than 0 and at most 1"
+
+
 def below_one(value: Any) -> str | None:
     return None if 0 <= value < 1 else "must be in [0, 1)"
 
@@ -53,14 +63,40 @@ def one_of(*choices: str) -> Callable[[Any], str | None]:
     return check
 
 
+def between(low: int, high: int) -> Callable[[Any], str | None]:
+    """``low <= value <= high``: bounds that catch typos and sizes no machine could hold, before
+    anything is allocated."""
+
+    def check(value: Any) -> str | None:
+        return None if low <= value <= high else f"must be from {low} to {high}"
+
+    return check
+
+
 def device_name(value: str) -> str | None:
-    if re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", value):
-        return None
-    return "must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
+    if not re.fullmatch(r"cpu|auto|cuda(:\d{1,4})?|mps", value):
+        return "must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
+    if value == "mps" and not _mps_available():
+        return "'mps' (Apple GPUs) is not available on this machine; use 'cpu' or 'auto'"
+    return None
+
+
+def _mps_available() -> bool:
+    import torch
+
+    return torch.backends.mps.is_available()
 
 
 def not_empty(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
+
+
+def path_text(value: str) -> str | None:
+    return "must not contain a NUL character" if "\0" in value else None
+
+
+def folder_path(value: str) -> str | None:
+    return not_empty(value) or path_text(value)
 
 
 def safe_name(value: str) -> str | None:
@@ -74,37 +110,37 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "run": {
         "name": Field("", str, safe_name),  # "" becomes the recipe file's stem
         "seed": Field(0, int, non_negative),
-        "out_dir": Field("runs", str, not_empty),
+        "out_dir": Field("runs", str, folder_path),
         "device": Field("cpu", str, device_name),
     },
     "data": {
         "name": Field("shapes", str, registry="datasets"),
-        "root": Field("", str),  # "" means $GANFORGE_DATA_ROOT, else ./data
+        "root": Field("", str, path_text),  # "" means $GANFORGE_DATA_ROOT, else ./data
         "split": Field("train", str, one_of(*SPLITS)),
         "download": Field(False, bool),
-        "image_size": Field(0, int, non_negative),  # 0 keeps the dataset's size
-        "size": Field(0, int, non_negative),  # generated datasets: how many images (0: default)
+        "image_size": Field(0, int, between(0, MAX_IMAGE_SIZE)),  # 0 keeps the dataset's size
+        "size": Field(0, int, between(0, MAX_GENERATED_IMAGES)),  # generated datasets: how many images (0: default)
     },
     "model": {
         "name": Field("dcgan", str, registry="models"),
     },
     "latent": {
         "noise": Field("normal", str, registry="latents"),
-        "noise_dim": Field(100, int, positive),
+        "noise_dim": Field(100, int, between(1, MAX_NOISE_DIM)),
     },
     "train": {
         "steps": Field(1000, int, positive),
         "batch_size": Field(64, int, positive),
-        "d_steps": Field(1, int, positive),  # discriminator updates per generator update
-        "g_lr": Field(2e-4, float, positive),
-        "d_lr": Field(2e-4, float, positive),
+        "d_steps": Field(1, int, between(1, MAX_D_STEPS)),  # discriminator updates per generator update
+        "g_lr": Field(2e-4, float, learning_rate),
+        "d_lr": Field(2e-4, float, learning_rate),
         "beta1": Field(0.5, float, below_one),
         "beta2": Field(0.999, float, below_one),
         "log_every": Field(50, int, positive),
         "sample_every": Field(500, int, positive),
         "checkpoint_every": Field(1000, int, positive),
         "keep_checkpoints": Field(3, int, non_negative),  # periodic ones kept besides last.pt
-        "threads": Field(0, int, non_negative),  # 0 keeps torch's default
+        "threads": Field(0, int, between(0, MAX_THREADS)),  # 0 keeps torch's default
     },
     "loss": {
         "name": Field("non-saturating", str, registry="losses"),
@@ -170,6 +206,8 @@ def parse_toml(text: str, source: str) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise RecipeError(f"invalid TOML: {error}", source=source) from None
+    except RecursionError:
+        raise RecipeError("invalid TOML: arrays or tables nested too deeply", source=source) from None
 
 
 def read_recipe_file(path: Path) -> dict:
@@ -204,7 +242,7 @@ def typed_override(text: str, kind: type | None, key: str) -> Any:
         return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" else text
     try:
         value = tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         expected = type_name(kind) if kind else "a TOML value"
         raise RecipeError(f"--set value {text!r} is not {expected}", key=key) from None
     return value

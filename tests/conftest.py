@@ -78,3 +78,40 @@ def run_tiny(tmp_path: Path, host=None, overrides=(), resume=False, **sections):
     recipe = write_recipe(tmp_path / "tiny.toml", tiny_recipe(tmp_path / "runs", **sections))
     console = Console(file=io.StringIO(), force_terminal=False)
     return run_recipe(recipe, list(overrides), resume, host=host or make_host(), console=console)
+
+
+def metric_records(directory: Path) -> list[dict]:
+    """A run's ``metrics.jsonl`` without the wall-clock field, which no two runs share."""
+    import json
+
+    lines = (Path(directory) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "images_per_s"} for line in lines]
+
+
+def assert_same_state(a, b, where: str = "checkpoint") -> None:
+    """Two checkpoint trees equal bit for bit: same keys, same plain values, equal tensors."""
+    import torch
+
+    assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), f"{where}: keys {sorted(a)} != {sorted(b)}"
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for index, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{where}[{index}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), where
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def assert_same_training(path_a: Path, path_b: Path) -> None:
+    """Two checkpoints of the same training: everything equal but where the runs were written."""
+    from ganforge.checkpoint import load_checkpoint
+
+    a, b = load_checkpoint(path_a), load_checkpoint(path_b)
+    for state in (a, b):
+        del state["recipe"]["run"]["out_dir"]
+    assert_same_state(a, b)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ganforge import hookimpl, hookspecs
 from ganforge.data import DataSettings
+from ganforge.errors import PluginError
 from ganforge.losses import LossTerm
 from ganforge.training import StepContext
 from ganforge_plugins.dcgan import build_dcgan_28
@@ -370,10 +371,10 @@ def test_ganforge_train_end_is_called_with_the_error_that_stopped_the_run(tmp_pa
             if step == 2:
                 raise RuntimeError("plugin failure at step 2")
 
-    with pytest.raises(RuntimeError, match="plugin failure at step 2"):
+    with pytest.raises(PluginError, match="plugin 'failing' failed in ganforge_step_end: RuntimeError: plugin failure at step 2"):
         run_tiny(tmp_path, make_host(("recorder", recorder), ("failing", Failing())), train={"steps": 4})
     name, error = recorder.calls[-1]
-    assert name == "train_end" and isinstance(error, RuntimeError)
+    assert name == "train_end" and isinstance(error, PluginError) and isinstance(error.__cause__, RuntimeError)
 
 
 # -- meta-tests: every hook documented and tested ----------------------------------------------------

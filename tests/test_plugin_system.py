@@ -92,8 +92,7 @@ def test_plugins_may_accept_a_subset_of_the_arguments():
 
 class FakeDistribution:
     def __init__(self, name, entry_points):
-        self.metadata = {"Name": name}
-        self.version = "9.9"
+        self.metadata = {"Name": name, "Version": "9.9"}
         self.entry_points = entry_points
 
 
