@@ -13,6 +13,7 @@ Switched on by a ``[plugins.infogan]`` table; without it the recipe is plain DCG
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -37,9 +38,16 @@ DEFAULTS = {
     "q_lr": 0.0,
     # Also write a traversal grid per code at every sample cadence (always at the end).
     "traverse_every_sample": True,
+    # Weight of the mutual information between real images and Q's categorical prediction,
+    # H(mean p) - mean H(p), maximised on each real batch; 0: off (the paper has no such term).
+    "real_info_weight": 0.0,
+    # Weight of the agreement between Q's categorical prediction on a real image and on a slightly
+    # moved copy (shifted, rotated, scaled); 0: off.
+    "consistency_weight": 0.0,
 }
 CODE_KEYS = ("name", "dist", "size", "weight")
 HEAD = "q"
+AUGMENT_STREAM = 17  # beside the core's data, latent and fixed-sample streams (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -113,12 +121,26 @@ class InfoGAN:
             raise RecipeError(f"must be in [0, 1) (0: train.d_lr), got {settings['q_lr']}", key="q_lr")
         self.q_lr = settings["q_lr"]
         self.traverse_every_sample = settings["traverse_every_sample"]
+        for key in ("real_info_weight", "consistency_weight"):
+            if not 0 <= settings[key] < 1e6:
+                raise RecipeError(f"must be a number >= 0 (0: off), got {settings[key]}", key=key)
+        self.real_info_weight = float(settings["real_info_weight"])
+        self.consistency_weight = float(settings["consistency_weight"])
+        # The consistency term's own random stream (made per run, kept in checkpoints).
+        self.augment_rng = torch.Generator()
         self.codes: dict[str, LatentDistribution] = {}
 
     # -- setup -----------------------------------------------------------------------------
 
+    def state_dict(self) -> dict:
+        return {"augment_rng": self.augment_rng.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.augment_rng.set_state(state["augment_rng"])
+
     @hookimpl
     def ganforge_generator_inputs(self, run):
+        self.augment_rng.manual_seed(run.recipe.run.seed * 1_000_003 + AUGMENT_STREAM)
         for index, spec in enumerate(self.specs):
             self.codes[spec.name] = self._build(run.host.latents, spec, f"codes[{index}]")
         return list(self.codes.items())
@@ -163,10 +185,30 @@ class InfoGAN:
                 ctx.log(f"mi/{spec.name}", entropy - nll.detach())
         return terms
 
+    def real_terms(self, ctx) -> list[LossTerm]:
+        """Unsupervised terms on the real batch for each categorical code (off unless weighted)."""
+        categorical = [name for name, code in self.codes.items() if code.kind == "categorical"]
+        if not categorical or not (self.real_info_weight or self.consistency_weight):
+            return []
+        params = self.code_params(ctx.d_real.heads[HEAD])
+        moved = None
+        if self.consistency_weight:
+            moved = self.code_params(ctx.run.discriminator(jitter(ctx.real, self.augment_rng)).heads[HEAD])
+        terms = []
+        for name in categorical:
+            log_p = params[name].log_softmax(dim=1)
+            if self.real_info_weight:
+                information = information_of_predictions(log_p)
+                ctx.log(f"real_mi/{name}", information)
+                terms.append(LossTerm(f"real_info/{name}", -information, self.real_info_weight))
+            if moved is not None:
+                terms.append(LossTerm(f"consistency/{name}", disagreement(log_p, moved[name]), self.consistency_weight))
+        return terms
+
     @hookimpl
     def ganforge_discriminator_loss_terms(self, ctx):
         # Fakes are detached here: the information gradient trains Q and the shared trunk.
-        return self.information_terms(ctx)
+        return self.information_terms(ctx) + self.real_terms(ctx)
 
     @hookimpl
     def ganforge_generator_loss_terms(self, ctx):
@@ -194,6 +236,41 @@ class InfoGAN:
             return self.code_params(discriminator(images).heads[HEAD])
         finally:
             discriminator.train(was_training)
+
+
+def information_of_predictions(log_p: torch.Tensor) -> torch.Tensor:
+    """I(c; x) over a batch as Q sees it: the entropy of the mean prediction minus the mean
+    entropy of each prediction (Krause et al. 2010). High when Q is sure of each image and uses
+    every category equally often; ``log_p`` is (n, K) log-probabilities."""
+    conditional = -(log_p.exp() * log_p).sum(dim=1).mean()
+    marginal_log = torch.logsumexp(log_p, dim=0) - math.log(log_p.shape[0])
+    marginal = -(marginal_log.exp() * marginal_log).sum()
+    return marginal - conditional
+
+
+def disagreement(log_p: torch.Tensor, moved_logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of Q's prediction on the moved images against its prediction on the plain
+    ones. The plain prediction is the target and gets no gradient: the term teaches Q to ignore
+    the move, not to make its plain predictions vaguer."""
+    return -(log_p.detach().exp() * moved_logits.log_softmax(dim=1)).sum(dim=1).mean()
+
+
+def jitter(images: torch.Tensor, rng: torch.Generator, shift: float = 0.1, degrees: float = 15.0,
+           scale: float = 0.1, shear: float = 0.4) -> torch.Tensor:
+    """Each image moved by a random affine map: up to ``shift`` of its size, ``degrees`` of
+    rotation, ``scale`` of zoom and ``shear`` of slant either way. Slant matters most on MNIST: without
+    it Q may split a digit class into upright and slanted halves. Borders are repeated (MNIST's
+    are background)."""
+    n = images.shape[0]
+    draws = (torch.rand(n, 5, generator=rng) * 2 - 1).to(images.device)
+    angle, zoom, slant = draws[:, 0] * math.radians(degrees), 1 + draws[:, 1] * scale, draws[:, 2] * shear
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # rotation @ [[1, slant], [0, 1]] / zoom, in the normalised coordinates affine_grid samples from.
+    linear = torch.stack([torch.stack([cos, cos * slant - sin], 1), torch.stack([sin, sin * slant + cos], 1)], 1)
+    linear = linear / zoom.view(n, 1, 1)
+    theta = torch.cat([linear, (draws[:, 3:] * shift * 2).unsqueeze(2)], 2)
+    grid = nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    return nn.functional.grid_sample(images, grid, padding_mode="border", align_corners=False)
 
 
 @hookimpl

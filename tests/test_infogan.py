@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from ganforge.launch import evaluate_run, read_recipe
 from ganforge.run import Run
 from ganforge.training import train_step
 from ganforge_plugins.clustering import contingency, matched_accuracy, normalized_mutual_information, purity
+from ganforge_plugins.infogan import disagreement, information_of_predictions, jitter
 
 from .conftest import make_host, run_tiny, tiny_recipe, write_recipe
 
@@ -25,9 +27,9 @@ CODES = [
 INFOGAN = {"infogan": {"codes": CODES}}
 
 
-def build_run(tmp_path, codes=CODES, **sections):
+def build_run(tmp_path, codes=CODES, settings=None, **sections):
     host = make_host()
-    values = tiny_recipe(tmp_path / "runs", plugins={"infogan": {"codes": codes}}, **sections)
+    values = tiny_recipe(tmp_path / "runs", plugins={"infogan": {"codes": codes, **(settings or {})}}, **sections)
     recipe = read_recipe(write_recipe(tmp_path / "r.toml", values), [], host)
     return Run(recipe, host, tmp_path / "runs" / "tiny")
 
@@ -76,6 +78,63 @@ def test_the_categorical_term_is_cross_entropy_on_q_logits(tmp_path):
     expected = torch.nn.functional.cross_entropy(q[:, :4], latents["digit"].argmax(1))
     params = plugin.code_params(q)
     assert torch.allclose(run.inputs["digit"].nll(latents["digit"], params["digit"]).mean(), expected)
+
+
+def test_information_of_predictions_is_ln_k_for_sure_and_balanced_predictions():
+    sure = torch.full((6, 3), -30.0)
+    sure[torch.arange(6), torch.tensor([0, 1, 2, 0, 1, 2])] = 0.0
+    assert information_of_predictions(sure.log_softmax(1)).item() == pytest.approx(math.log(3), abs=1e-6)
+    # Sure but all the same category, or balanced but unsure: no information either way.
+    assert information_of_predictions(torch.zeros(6, 3).log_softmax(1)).item() == pytest.approx(0, abs=1e-6)
+    same = torch.full((6, 3), -30.0)
+    same[:, 1] = 0.0
+    assert information_of_predictions(same.log_softmax(1)).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_disagreement_is_cross_entropy_to_a_detached_target():
+    plain = torch.randn(5, 4, requires_grad=True)
+    moved = torch.randn(5, 4, requires_grad=True)
+    loss = disagreement(plain.log_softmax(1), moved)
+    expected = -(plain.softmax(1) * moved.log_softmax(1)).sum(1).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert plain.grad is None  # the plain prediction is only the target
+    assert torch.allclose(moved.grad, (moved.softmax(1) - plain.softmax(1)).detach() / 5, atol=1e-6)
+
+
+def test_jitter_moves_images_reproducibly_and_is_the_identity_at_zero():
+    images = torch.full((3, 1, 28, 28), -1.0)
+    images[:, :, 10:18, 12:16] = 1.0
+    assert torch.allclose(jitter(images, torch.Generator(), shift=0, degrees=0, scale=0, shear=0), images, atol=1e-5)
+    moved = jitter(images, torch.Generator().manual_seed(1))
+    assert torch.equal(moved, jitter(images, torch.Generator().manual_seed(1)))
+    assert not torch.allclose(moved, images, atol=0.1) and moved.shape == images.shape
+    assert moved.min() >= -1 - 1e-5 and moved.max() <= 1 + 1e-5  # the background stays background
+    # A pure shift of 0.1 of the width moves the bar by 2.8 pixels.
+    shifted = jitter(images[:1], torch.Generator().manual_seed(0), shift=0.1, degrees=0, scale=0, shear=0)
+    column_mass = lambda image: (image[0, 0] + 1).sum(0)
+    centre = lambda image: (column_mass(image) * torch.arange(28.0)).sum() / column_mass(image).sum()
+    assert 0 < abs(centre(shifted) - centre(images[:1])) <= 2.8 + 1e-3
+
+
+def test_consistency_and_real_information_train_q_on_real_images(tmp_path):
+    silent = [{**code, "weight": 0.0} for code in CODES]
+    on = build_run(tmp_path / "a", codes=silent, settings={"consistency_weight": 1.0, "real_info_weight": 1.0})
+    off = build_run(tmp_path / "b", codes=silent)
+    logs = train_step(on)
+    train_step(off)
+    assert {"loss/D/consistency/digit", "loss/D/real_info/digit", "real_mi/digit"} <= set(logs)
+    assert "loss/G/consistency/digit" not in logs  # real images do not involve the generator
+    assert logs["loss/D/real_info/digit"].item() == pytest.approx(-logs["real_mi/digit"].item())
+    # With every code's λ at 0, only the real-image terms can move Q.
+    q_gradient = lambda run: torch.cat([p.grad.flatten() for p in run.discriminator.heads["q"].parameters()])
+    assert q_gradient(on).abs().sum() > 0 and q_gradient(off).abs().sum() == 0
+
+
+@pytest.mark.parametrize("key", ["consistency_weight", "real_info_weight"])
+def test_negative_real_image_weights_are_recipe_errors(tmp_path, key):
+    with pytest.raises(RecipeError, match=f"plugins.infogan.{key}: must be a number >= 0"):
+        build_run(tmp_path, settings={key: -1.0})
 
 
 @pytest.mark.parametrize(("code", "message"), [
