@@ -20,6 +20,7 @@ from .data import SPLITS
 from .errors import RecipeError
 from .registry import did_you_mean
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_INT = 2**31 - 1  # larger sizes are typos, and would overflow tensors long before training
 MAX_IMAGE_SIZE = 4096
 MAX_GENERATED_IMAGES = 10_000_000  # 7.8 GB of 28 px sprites already
@@ -172,7 +173,12 @@ def check_table_keys(table: dict, allowed: list[str], prefix: str) -> None:
     for key in table:
         if key not in allowed:
             hint = did_you_mean(key, allowed)
-            raise RecipeError(f"unknown key;{hint} allowed: {', '.join(allowed)}", key=f"{prefix}{key}")
+            raise RecipeError(f"unknown key;{hint} allowed: {', '.join(allowed)}", key=f"{prefix}{shown_key(key)}")
+
+
+def shown_key(key: str) -> str:
+    """A key as messages show it: as TOML writes it, so a key holding a line break stays on one line."""
+    return _key(key)
 
 
 class Recipe:
@@ -203,11 +209,26 @@ class Recipe:
 
 def parse_toml(text: str, source: str) -> dict:
     try:
-        return tomllib.loads(text)
+        values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise RecipeError(f"invalid TOML: {error}", source=source) from None
     except RecursionError:
         raise RecipeError("invalid TOML: arrays or tables nested too deeply", source=source) from None
+    check_integers(values, "", source)
+    return values
+
+
+def check_integers(value: Any, key: str, source: str = "") -> None:
+    """TOML integers are 64-bit; ``tomllib`` reads any size, which would overflow later, far from
+    the recipe line that caused it."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            check_integers(item, f"{key}.{shown_key(name)}" if key else shown_key(name), source)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_integers(item, f"{key}[{index}]", source)
+    elif isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise RecipeError(f"invalid TOML: the integer {value} does not fit in 64 bits", source=source, key=key)
 
 
 def read_recipe_file(path: Path) -> dict:
@@ -245,6 +266,7 @@ def typed_override(text: str, kind: type | None, key: str) -> Any:
     except (tomllib.TOMLDecodeError, RecursionError):
         expected = type_name(kind) if kind else "a TOML value"
         raise RecipeError(f"--set value {text!r} is not {expected}", key=key) from None
+    check_integers(value, key)
     return value
 
 
@@ -253,7 +275,7 @@ def apply_overrides(raw: dict, overrides: list[str], schema_kind: Callable[[list
     raw = copy.deepcopy(raw)
     for assignment in overrides:
         path, text = parse_override(assignment)
-        key = ".".join(path)
+        key = ".".join(map(shown_key, path))
         table = raw
         for part in path[:-1]:
             table = table.setdefault(part, {})
@@ -315,7 +337,7 @@ def validate_plugin_tables(tables: Any, plugin_defaults: dict[str, dict]) -> dic
         raise RecipeError(f"must be a table of plugin tables, got {type_name(type(tables))}", key=PLUGINS_SECTION)
     resolved: dict[str, dict] = {}
     for name, table in tables.items():
-        key = f"{PLUGINS_SECTION}.{name}"
+        key = f"{PLUGINS_SECTION}.{shown_key(name)}"
         if name not in plugin_defaults:
             known = sorted(plugin_defaults)
             hint = did_you_mean(name, known)
@@ -357,9 +379,16 @@ def _key(key: str) -> str:
 
 
 def _string(text: str) -> str:
+    """A TOML basic string; unprintable characters (which TOML forbids raw, or which would break a
+    message's line) escaped."""
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    escaped = "".join(ch if ch >= " " or ch == "\t" else f"\\u{ord(ch):04x}" for ch in escaped)
+    escaped = "".join(ch if ch.isprintable() else _escape(ch) for ch in escaped)
     return f'"{escaped}"'
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def _value(value: Any) -> str:

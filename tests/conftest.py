@@ -55,6 +55,16 @@ def write_recipe(path: Path, values: dict) -> Path:
     return path
 
 
+#: How many generated cases the recipe fuzzing ran, by command; reported after the test session.
+FUZZ_CASES: dict[str, int] = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FUZZ_CASES:
+        counts = ", ".join(f"{command} {count}" for command, count in sorted(FUZZ_CASES.items()))
+        terminalreporter.write_line(f"recipe fuzzing: {sum(FUZZ_CASES.values())} generated cases ran ({counts})")
+
+
 @pytest.fixture
 def host():
     return make_host()
