@@ -255,22 +255,47 @@ def disagreement(log_p: torch.Tensor, moved_logits: torch.Tensor) -> torch.Tenso
     return -(log_p.detach().exp() * moved_logits.log_softmax(dim=1)).sum(dim=1).mean()
 
 
-def jitter(images: torch.Tensor, rng: torch.Generator, shift: float = 0.1, degrees: float = 15.0,
-           scale: float = 0.1, shear: float = 0.4) -> torch.Tensor:
-    """Each image moved by a random affine map: up to ``shift`` of its size, ``degrees`` of
-    rotation, ``scale`` of zoom and ``shear`` of slant either way. Slant matters most on MNIST: without
-    it Q may split a digit class into upright and slanted halves. Borders are repeated (MNIST's
-    are background)."""
+@dataclass(frozen=True)
+class Moves:
+    """How far :func:`jitter` may move an image, each drawn uniformly either way: ``shift`` of its
+    size, ``degrees`` of rotation, ``scale`` of zoom, ``shear`` of slant, ``stretch`` of width
+    alone, and ``thickness`` of a blend towards the strokes grown or thinned by one pixel."""
+
+    shift: float = 0.1
+    degrees: float = 15.0
+    scale: float = 0.1
+    shear: float = 0.4
+    stretch: float = 0.15
+    thickness: float = 0.5
+
+
+STILL = Moves(0, 0, 0, 0, 0, 0)
+
+
+def jitter(images: torch.Tensor, rng: torch.Generator, moves: Moves = Moves()) -> torch.Tensor:
+    """Each image moved at random within ``moves``: the changes of handwriting that do not change
+    a digit. Slant, width and stroke weight matter most on MNIST: left free, Q may split a digit
+    class into upright and slanted, or thin and bold, halves. Borders are repeated (background)."""
     n = images.shape[0]
-    draws = (torch.rand(n, 5, generator=rng) * 2 - 1).to(images.device)
-    angle, zoom, slant = draws[:, 0] * math.radians(degrees), 1 + draws[:, 1] * scale, draws[:, 2] * shear
+    draws = (torch.rand(n, 7, generator=rng) * 2 - 1).to(images.device)
+    angle = draws[:, 0] * math.radians(moves.degrees)
+    zoom, slant = 1 + draws[:, 1] * moves.scale, draws[:, 2] * moves.shear
+    widen = 1 + draws[:, 3] * moves.stretch
     cos, sin = torch.cos(angle), torch.sin(angle)
-    # rotation @ [[1, slant], [0, 1]] / zoom, in the normalised coordinates affine_grid samples from.
+    # Output to input coordinates, as affine_grid wants: rotation @ shear, then the zooms.
     linear = torch.stack([torch.stack([cos, cos * slant - sin], 1), torch.stack([sin, sin * slant + cos], 1)], 1)
     linear = linear / zoom.view(n, 1, 1)
-    theta = torch.cat([linear, (draws[:, 3:] * shift * 2).unsqueeze(2)], 2)
+    linear[:, :, 0] = linear[:, :, 0] / widen.view(n, 1)
+    theta = torch.cat([linear, (draws[:, 4:6] * moves.shift * 2).unsqueeze(2)], 2)
     grid = nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
-    return nn.functional.grid_sample(images, grid, padding_mode="border", align_corners=False)
+    moved = nn.functional.grid_sample(images, grid, padding_mode="border", align_corners=False)
+    if not moves.thickness:
+        return moved
+    weight = (draws[:, 6] * moves.thickness).view(n, 1, 1, 1)
+    grown = nn.functional.max_pool2d(moved, 3, 1, 1)
+    thinned = -nn.functional.max_pool2d(-moved, 3, 1, 1)
+    return torch.where(weight > 0, torch.lerp(moved, grown, weight.clamp(min=0)),
+                       torch.lerp(moved, thinned, (-weight).clamp(min=0)))
 
 
 @hookimpl

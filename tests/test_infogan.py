@@ -16,7 +16,7 @@ from ganforge.launch import evaluate_run, read_recipe
 from ganforge.run import Run
 from ganforge.training import train_step
 from ganforge_plugins.clustering import contingency, matched_accuracy, normalized_mutual_information, purity
-from ganforge_plugins.infogan import disagreement, information_of_predictions, jitter
+from ganforge_plugins.infogan import STILL, Moves, disagreement, information_of_predictions, jitter
 
 from .conftest import make_host, run_tiny, tiny_recipe, write_recipe
 
@@ -102,16 +102,19 @@ def test_disagreement_is_cross_entropy_to_a_detached_target():
     assert torch.allclose(moved.grad, (moved.softmax(1) - plain.softmax(1)).detach() / 5, atol=1e-6)
 
 
+ONLY_SHIFT = {"degrees": 0, "scale": 0, "shear": 0, "stretch": 0, "thickness": 0}
+
+
 def test_jitter_moves_images_reproducibly_and_is_the_identity_at_zero():
     images = torch.full((3, 1, 28, 28), -1.0)
     images[:, :, 10:18, 12:16] = 1.0
-    assert torch.allclose(jitter(images, torch.Generator(), shift=0, degrees=0, scale=0, shear=0), images, atol=1e-5)
+    assert torch.allclose(jitter(images, torch.Generator(), STILL), images, atol=1e-5)
     moved = jitter(images, torch.Generator().manual_seed(1))
     assert torch.equal(moved, jitter(images, torch.Generator().manual_seed(1)))
     assert not torch.allclose(moved, images, atol=0.1) and moved.shape == images.shape
     assert moved.min() >= -1 - 1e-5 and moved.max() <= 1 + 1e-5  # the background stays background
     # A pure shift of 0.1 of the width moves the bar by 2.8 pixels.
-    shifted = jitter(images[:1], torch.Generator().manual_seed(0), shift=0.1, degrees=0, scale=0, shear=0)
+    shifted = jitter(images[:1], torch.Generator().manual_seed(0), Moves(shift=0.1, **ONLY_SHIFT))
     column_mass = lambda image: (image[0, 0] + 1).sum(0)
     centre = lambda image: (column_mass(image) * torch.arange(28.0)).sum() / column_mass(image).sum()
     assert 0 < abs(centre(shifted) - centre(images[:1])) <= 2.8 + 1e-3
