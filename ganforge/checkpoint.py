@@ -137,25 +137,57 @@ def restore_global_rng_states(states: dict[str, Any]) -> None:
 
 def save_atomically(state: dict[str, Any], path: Path) -> None:
     """Write to a temporary file in the same folder, flush and fsync, then rename over ``path``:
-    a crash during the write leaves the previous file as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    handle, temporary = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=TEMPORARY_SUFFIX, dir=path.parent)
+    a crash during the write leaves the previous file as it was. A failed write (no space left,
+    no permission) is a :class:`CheckpointError`, and the previous file is still there."""
+    temporary: Path | None = None
+    file: _WriteErrors | None = None
     try:
-        with os.fdopen(handle, "wb") as file:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        handle, name = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=TEMPORARY_SUFFIX, dir=path.parent)
+        temporary = Path(name)
+        with os.fdopen(handle, "wb") as opened:
+            file = _WriteErrors(opened)
             torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
+            opened.flush()
+            os.fsync(opened.fileno())
         os.replace(temporary, path)
+        temporary = None
+        _fsync_folder(path.parent)  # make the rename itself durable
     except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise CheckpointError(f"could not write checkpoint {path}: {error.strerror or error};"
-                                  " the previous checkpoint is kept") from None
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+        cause = file.error if file is not None and file.error is not None else error
+        if isinstance(cause, OSError):
+            kept = "the previous checkpoint is kept" if path.is_file() else "no checkpoint was written"
+            raise CheckpointError(f"could not write checkpoint {path}: {cause.strerror or cause}; {kept}") from None
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
+
+
+class _WriteErrors:
+    """A file that remembers why a write failed: torch.save reports a failed write only as a
+    RuntimeError about stream positions, which would hide a full disk."""
+
+    def __init__(self, file):
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _fsync_folder(folder: Path) -> None:
+    directory = os.open(folder, os.O_RDONLY)
     try:
-        os.fsync(directory)  # make the rename itself durable
+        os.fsync(directory)
     finally:
         os.close(directory)
 
@@ -192,13 +224,31 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    if not _starts_like_torch_save(path):
+        raise CheckpointError(f"{path} is not a ganforge checkpoint: torch.save did not write it")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(f"refused to load {path}: it holds more than tensors and plain data"
-                              f" ({_first_line(error)})") from None
+                              f" ({_refusal_reason(error)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
         raise CheckpointError(f"{path} is truncated or corrupt and cannot be read ({type(error).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a ganforge checkpoint (format {FORMAT})")
     return state
+
+
+def _starts_like_torch_save(path: Path) -> bool:
+    """A zip archive (torch.save's format) or a pickle (its old one); an empty file counts as a
+    truncated checkpoint, not as another kind of file."""
+    with open(path, "rb") as file:
+        head = file.read(4)
+    return not head or head.startswith((b"PK\x03\x04", b"\x80"))
+
+
+def _refusal_reason(error: pickle.UnpicklingError) -> str:
+    """The line of torch's refusal that says what was refused, without its advice to load the
+    file with ``weights_only=False`` (which would run the code)."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if not line.startswith(boilerplate)), "unsupported content")

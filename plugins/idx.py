@@ -9,6 +9,7 @@ present, and a folder holding only the test split must load.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def read_idx(path: Path) -> torch.Tensor:
     if len(raw) < header_size:
         raise DataError(f"{path} is truncated: {len(raw)} bytes, shorter than its own header; download it again")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header_size + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header_size + math.prod(dims) * dtype.itemsize  # Python ints: a forged header cannot overflow them
     if len(raw) != expected:
         problem = "is truncated" if len(raw) < expected else "has trailing data"
         raise DataError(

@@ -125,3 +125,26 @@ def assert_same_training(path_a: Path, path_b: Path) -> None:
     for state in (a, b):
         del state["recipe"]["run"]["out_dir"]
     assert_same_state(a, b)
+
+
+def invoke(*args):
+    """``ganforge ARGS`` in this process (fast: no interpreter or torch start-up)."""
+    from typer.testing import CliRunner
+
+    from ganforge.cli import app
+
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+def assert_one_line_cli_error(result, code: int, *fragments: str) -> str:
+    """An in-process command that failed as a user mistake should: the exit ``code``, one line on
+    stderr starting with ``error:`` and holding each fragment, no exception escaping."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"{type(result.exception).__name__}: {result.exception}")
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]

@@ -177,3 +177,78 @@ def test_module_plugins_are_supported_like_objects():
     module.ganforge_register_latents = ganforge_register_latents
     host = make_host(("inline", module))
     assert host.latents.entry("inline-normal").plugin == "inline"
+
+
+# -- a third-party plugin that fails while training, through the ganforge command ------------------
+
+
+@pytest.fixture
+def failing_plugins(tmp_path, monkeypatch):
+    """Installed beside the real plugins: ``boom``, whose G loss-term hook raises at step 2, and
+    ``tables``, whose ``[plugins.flaky]`` object raises in ``step_end`` at step 2."""
+    (tmp_path / "gf_boom_plugin.py").write_text(textwrap.dedent("""
+        from ganforge import hookimpl
+
+        @hookimpl
+        def ganforge_generator_loss_terms(ctx):
+            if ctx.step == 2:
+                raise RuntimeError("the G term of boom failed\\non two lines")
+            return []
+    """))
+    (tmp_path / "gf_tables_plugin.py").write_text(textwrap.dedent("""
+        from ganforge import hookimpl
+
+        class Flaky:
+            def __init__(self, settings):
+                pass
+
+            @hookimpl
+            def ganforge_step_end(self, step):
+                if step == 2:
+                    raise KeyError("missing")
+
+        @hookimpl
+        def ganforge_register_run_plugins(register):
+            register("flaky", Flaky, defaults={})
+    """))
+    # Installed for real: a .dist-info folder on the path is what pip leaves behind.
+    dist_info = tmp_path / "gf_thirdparty-9.9.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: gf-thirdparty\nVersion: 9.9\n")
+    (dist_info / "entry_points.txt").write_text("[ganforge]\nboom = gf_boom_plugin\ntables = gf_tables_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    for name in ("gf_boom_plugin", "gf_tables_plugin"):
+        sys.modules.pop(name, None)
+
+
+def run_command(tmp_path, **sections):
+    from .conftest import invoke, tiny_recipe, write_recipe
+
+    values = tiny_recipe(tmp_path / "runs", train={"steps": 3}, **sections)
+    return invoke("run", write_recipe(tmp_path / "tiny.toml", values))
+
+
+def test_a_hook_failing_at_run_time_names_the_plugin_its_distribution_and_how_to_disable_it(tmp_path, failing_plugins):
+    from .conftest import assert_one_line_cli_error
+
+    assert_one_line_cli_error(
+        run_command(tmp_path), 3,
+        "error: plugin 'boom' from gf-thirdparty 9.9 failed in ganforge_generator_loss_terms: RuntimeError:"
+        f" the G term of boom failed on two lines; {DISABLE_ENV}=boom switches it off")
+
+
+def test_a_failing_per_run_plugin_is_named_with_the_distribution_of_its_table(tmp_path, failing_plugins, monkeypatch):
+    from .conftest import assert_one_line_cli_error
+
+    monkeypatch.setenv(DISABLE_ENV, "boom")
+    assert_one_line_cli_error(
+        run_command(tmp_path, plugins={"flaky": {}}), 3,
+        "error: plugin 'flaky.run' from gf-thirdparty 9.9 failed in ganforge_step_end: KeyError: 'missing'")
+
+
+def test_the_broken_plugin_disabled_the_run_trains(tmp_path, failing_plugins, monkeypatch):
+    monkeypatch.setenv(DISABLE_ENV, "boom")
+    result = run_command(tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert "done: 3 steps" in result.stdout

@@ -20,12 +20,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-from ganforge.cli import app
 from ganforge.recipe import MAX_INT, SCHEMA, dump_toml
 
-from .conftest import FUZZ_CASES, tiny_recipe
+from .conftest import FUZZ_CASES, assert_one_line_cli_error, invoke, tiny_recipe
 
 # run.out_dir of every case, which must stay empty; made and removed by the fixture below.
 OUT = Path(tempfile.gettempdir()) / f"ganforge-fuzz-{os.getpid()}"
@@ -224,15 +222,9 @@ def toml_text(recipe: dict) -> str:
 
 
 def assert_refused(command: str, recipe_file: Path, overrides: list[str] = ()) -> None:
-    arguments = [command, str(recipe_file)] + [part for item in overrides for part in ("--set", item)]
-    result = CliRunner().invoke(app, arguments)
+    result = invoke(command, recipe_file, *[part for item in overrides for part in ("--set", item)])
     FUZZ_CASES[command] = FUZZ_CASES.get(command, 0) + 1
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"{command} raised {type(result.exception).__name__}: {result.exception}")
-    assert result.exit_code == 2, (result.exit_code, result.stderr, recipe_file.read_bytes()[:2000])
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
+    assert_one_line_cli_error(result, 2)
     assert not any(OUT.iterdir()), f"{command} wrote {list(OUT.iterdir())}"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import resource
 import signal
 
 import numpy as np
@@ -212,3 +213,30 @@ def test_a_partly_written_metrics_line_is_dropped_on_resume(tmp_path):
         file.write('{"step": 3, "images": 4')  # what a kill during the write leaves
     resumed = run_tiny(tmp_path / "stopped", overrides=["train.steps=4"], resume=True, train={"steps": 2, "log_every": 1})
     assert metric_records(resumed.directory) == metric_records(straight.directory)
+
+
+class DiskFillsAt:
+    """Lets no file grow past 1 MB from the end of ``step`` on (RLIMIT_FSIZE: writes fail with
+    'File too large', as they fail with 'No space left on device' on a full disk)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    @hookimpl
+    def ganforge_step_end(self, step):
+        if step == self.step:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_previous_one(tmp_path):
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        with pytest.raises(CheckpointError) as caught:
+            run_tiny(tmp_path, make_host(("disk", DiskFillsAt(3))), train=SIX_STEPS)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    assert str(caught.value) == (f"could not write checkpoint {last_checkpoint(tmp_path)}: File too large;"
+                                 " the previous checkpoint is kept")
+    assert caught.value.exit_code == 2
+    assert load_checkpoint(last_checkpoint(tmp_path))["step"] == 2
+    assert sorted(p.name for p in last_checkpoint(tmp_path).parent.iterdir()) == ["last.pt", "step_0000002.pt"]
