@@ -30,8 +30,8 @@ from .conftest import (
     write_recipe,
 )
 
-# Six steps, a metrics record every two and a checkpoint every two, two periodic copies kept.
-SIX_STEPS = {"steps": 6, "log_every": 2, "sample_every": 1000, "checkpoint_every": 2, "keep_checkpoints": 2}
+# Four steps, a metrics record every two and a checkpoint every two, one periodic copy kept.
+FOUR_STEPS = {"steps": 4, "log_every": 2, "sample_every": 1000, "checkpoint_every": 2, "keep_checkpoints": 1}
 INFOGAN_CODES = [
     {"name": "digit", "dist": "categorical", "size": 4, "weight": 1.0},
     {"name": "slant", "dist": "uniform", "size": 1, "weight": 0.1},
@@ -63,8 +63,8 @@ def interrupted_at(tmp_path, step: int, *signals: int, **sections) -> TrainingIn
 
 @pytest.mark.parametrize(("number", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_ends_the_step_checkpoints_and_resumes_bitwise(tmp_path, number, exit_code):
-    straight = run_tiny(tmp_path / "straight", train=SIX_STEPS)
-    stop = interrupted_at(tmp_path / "stopped", 3, number, train=SIX_STEPS)
+    straight = run_tiny(tmp_path / "straight", train=FOUR_STEPS)
+    stop = interrupted_at(tmp_path / "stopped", 3, number, train=FOUR_STEPS)
     name = signal.Signals(number).name
     assert stop.exit_code == exit_code
     assert str(stop) == (f"stopped by {name} after step 3; checkpoint written to {last_checkpoint(tmp_path / 'stopped')};"
@@ -73,14 +73,13 @@ def test_a_signal_ends_the_step_checkpoints_and_resumes_bitwise(tmp_path, number
     # Off the cadence: last.pt only, no periodic copy of step 3.
     assert sorted(p.name for p in last_checkpoint(tmp_path / "stopped").parent.iterdir()) == ["last.pt", "step_0000002.pt"]
 
-    resumed = run_tiny(tmp_path / "stopped", resume=True, train=SIX_STEPS)
-    assert resumed.step == 6
+    resumed = run_tiny(tmp_path / "stopped", resume=True, train=FOUR_STEPS)
+    assert resumed.step == 4
     assert_same_training(last_checkpoint(tmp_path / "straight"), last_checkpoint(tmp_path / "stopped"))
     # The record of step 4 averages steps 3 and 4 although step 3 ran before the signal.
     assert metric_records(resumed.directory) == metric_records(straight.directory)
-    assert [r["step"] for r in metric_records(resumed.directory)] == [2, 4, 6]
-    assert sorted(p.name for p in last_checkpoint(tmp_path / "stopped").parent.iterdir()) == [
-        "last.pt", "step_0000004.pt", "step_0000006.pt"]
+    assert [r["step"] for r in metric_records(resumed.directory)] == [2, 4]
+    assert sorted(p.name for p in last_checkpoint(tmp_path / "stopped").parent.iterdir()) == ["last.pt", "step_0000004.pt"]
 
 
 def test_the_previous_signal_handlers_are_back_after_training(tmp_path):
@@ -99,28 +98,28 @@ def test_the_previous_signal_handlers_are_back_after_training(tmp_path):
 
 
 def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint_whole(tmp_path):
-    stop = interrupted_at(tmp_path, 3, signal.SIGINT, signal.SIGINT, train=SIX_STEPS)
+    stop = interrupted_at(tmp_path, 3, signal.SIGINT, signal.SIGINT, train=FOUR_STEPS)
     assert stop.exit_code == 130
     assert str(stop).startswith(f"stopped at once by a second SIGINT; {last_checkpoint(tmp_path)} holds the last checkpoint;"
                                 " resume with: ganforge run")
     assert load_checkpoint(last_checkpoint(tmp_path))["step"] == 2  # step 3 was never checkpointed
-    assert run_tiny(tmp_path, resume=True, train=SIX_STEPS).step == 6
+    assert run_tiny(tmp_path, resume=True, train=FOUR_STEPS).step == 4
 
 
 def test_a_signal_before_the_first_checkpoint_still_leaves_one(tmp_path):
-    stop = interrupted_at(tmp_path, 1, signal.SIGTERM, train=SIX_STEPS)
+    stop = interrupted_at(tmp_path, 1, signal.SIGTERM, train=FOUR_STEPS)
     assert stop.exit_code == 143 and load_checkpoint(last_checkpoint(tmp_path))["step"] == 1
 
 
 @pytest.mark.parametrize("settings", [{}, {"consistency_weight": 1.0}], ids=["infogan", "infogan-consistency"])
 def test_infogan_resumes_bitwise(tmp_path, settings):
     plugins = {"infogan": {"codes": INFOGAN_CODES, "traverse_every_sample": False, **settings}}
-    straight = run_tiny(tmp_path / "straight", plugins=plugins, train=SIX_STEPS)
-    interrupted_at(tmp_path / "stopped", 3, signal.SIGINT, plugins=plugins, train=SIX_STEPS)
+    straight = run_tiny(tmp_path / "straight", plugins=plugins, train=FOUR_STEPS)
+    interrupted_at(tmp_path / "stopped", 3, signal.SIGINT, plugins=plugins, train=FOUR_STEPS)
     stored = load_checkpoint(last_checkpoint(tmp_path / "stopped"))
     assert set(stored["discriminator"]) >= {"heads.q.net.0.weight", "heads.q.net.1.running_mean"}
     assert set(stored["plugins"]["infogan"]) == {"augment_rng"}
-    resumed = run_tiny(tmp_path / "stopped", resume=True, plugins=plugins, train=SIX_STEPS)
+    resumed = run_tiny(tmp_path / "stopped", resume=True, plugins=plugins, train=FOUR_STEPS)
     assert_same_training(last_checkpoint(tmp_path / "straight"), last_checkpoint(tmp_path / "stopped"))
     assert metric_records(resumed.directory) == metric_records(straight.directory)
     if settings:
@@ -163,11 +162,11 @@ def test_the_same_seed_gives_the_same_global_draws(tmp_path):
 
 @pytest.mark.parametrize(("keep", "expected"), [
     (0, []),
-    (1, ["step_0000008.pt"]),
-    (3, ["step_0000004.pt", "step_0000006.pt", "step_0000008.pt"]),
+    (1, ["step_0000006.pt"]),
+    (2, ["step_0000004.pt", "step_0000006.pt"]),
 ])
 def test_the_last_k_periodic_checkpoints_are_kept(tmp_path, keep, expected):
-    run_tiny(tmp_path, train={"steps": 8, "log_every": 4, "checkpoint_every": 2, "keep_checkpoints": keep})
+    run_tiny(tmp_path, train={"steps": 6, "log_every": 6, "checkpoint_every": 2, "keep_checkpoints": keep})
     folder = last_checkpoint(tmp_path).parent
     assert sorted(p.name for p in folder.iterdir()) == ["last.pt", *expected]
     for name in expected:  # each copy holds its own step, not the latest
@@ -232,7 +231,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_previou
     limits = resource.getrlimit(resource.RLIMIT_FSIZE)
     try:
         with pytest.raises(CheckpointError) as caught:
-            run_tiny(tmp_path, make_host(("disk", DiskFillsAt(3))), train=SIX_STEPS)
+            run_tiny(tmp_path, make_host(("disk", DiskFillsAt(3))), train=FOUR_STEPS)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
     assert str(caught.value) == (f"could not write checkpoint {last_checkpoint(tmp_path)}: File too large;"
