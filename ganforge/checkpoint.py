@@ -62,7 +62,9 @@ def restore_run_state(run, state: dict[str, Any], source: Path) -> None:
     try:
         _restore(run, state)
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
-        raise CheckpointError(f"{source} does not fit the run this recipe builds: {_first_line(error)}") from None
+        # load_state_dict puts the mismatch on the line after its heading: keep both.
+        reason = " ".join(line.strip() for line in str(error).splitlines()[:2] if line.strip()) or type(error).__name__
+        raise CheckpointError(f"{source} does not fit the run this recipe builds: {reason}") from None
 
 
 def _restore(run, state: dict[str, Any]) -> None:
@@ -90,11 +92,6 @@ def load_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> N
     optimizer.load_state_dict(state)
     for group, own in zip(optimizer.param_groups, settings):
         group.update(own)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # Python's and numpy's global generators, for plugins that draw from them. They are stored as

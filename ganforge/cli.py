@@ -23,7 +23,7 @@ SetOption = typer.Option([], "--set", help="Override a recipe key: SECTION.KEY=V
 
 
 def fail(error: GanforgeError) -> None:
-    errors.print(f"error: {error}", highlight=False, soft_wrap=True, markup=False)
+    errors.print(f"error: {error}", highlight=False, soft_wrap=True, markup=False, emoji=False)
     raise typer.Exit(error.exit_code)
 
 
@@ -44,7 +44,7 @@ def run(recipe: Path = RecipeArgument, set_: list[str] = SetOption,
     try:
         run_recipe(recipe, set_, resume, force_resume=force_resume, console=console)
     except TrainingInterrupted as stop:
-        errors.print(str(stop), highlight=False, soft_wrap=True, markup=False)
+        errors.print(str(stop), highlight=False, soft_wrap=True, markup=False, emoji=False)
         raise typer.Exit(stop.exit_code) from None
     except GanforgeError as error:
         fail(error)

@@ -70,7 +70,7 @@ def run_recipe(path: Path, overrides: list[str] = (), resume: bool = False, *, f
     if resume:
         state = load_checkpoint(outputs.last_checkpoint)
         check_resumable(state["recipe"], recipe, force_resume, console)
-    seed_global_rngs(recipe.run.seed)
+    seed_global_rngs(recipe.run.seed)  # plugins drawing from Python's or numpy's generator: same seed, same draws
     run = Run(recipe, host, outputs.directory)
     outputs.prepare(recipe.to_toml(), resume=resume)
     if state is not None:
@@ -79,7 +79,7 @@ def run_recipe(path: Path, overrides: list[str] = (), resume: bool = False, *, f
         console.print(f"resuming {outputs.directory} at step {run.step}", highlight=False)
     _print_header(console, recipe, run, outputs)
     try:
-        train(run, outputs, make_progress(console), meter_state=state and state.get("meter"))
+        train(run, outputs, make_progress(console), meter_state=state.get("meter") if state else None)
     except TrainingInterrupted as stop:
         stop.resume_command = resume_command(path, overrides)
         raise
