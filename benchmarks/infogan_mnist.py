@@ -7,7 +7,7 @@ minutes and images seen, then the mean, the minimum and how many seeds reach 90%
     python benchmarks/infogan_mnist.py --data-root ../shared/data/mnist --seeds 0 1 2
 
 Runs one seed at a time, so each has the whole machine. Nothing here is a unit test: it takes
-about 15 minutes per seed on a 2-core CPU.
+about 10 minutes per seed on a 2-core CPU.
 """
 
 from __future__ import annotations

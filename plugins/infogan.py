@@ -9,6 +9,12 @@
 
 Switched on by a ``[plugins.infogan]`` table; without it the recipe is plain DCGAN. Only the
 ``LatentDistribution`` interface is used, so any registered distribution can be a code.
+
+Two optional terms on real images, off by default, train Q and the shared trunk further (the
+discriminator's objective only): ``consistency_weight`` asks each categorical code's prediction
+to stay the same when a real image is slightly moved (:func:`jitter`), ``real_info_weight`` asks
+the predictions over a real batch to be sure and to use every category. On MNIST they stop the
+categories from splitting a digit class by slant (docs/results.md).
 """
 
 from __future__ import annotations
