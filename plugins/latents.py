@@ -131,6 +131,9 @@ class Uniform(GaussianScored):
         low, high = _real("low", low), _real("high", high)
         if not high > low:
             raise ValueError(f"high must exceed low, got low={low!r} high={high!r}")
+        if not math.isfinite(high - low) or high - low > 1e6:
+            # A wider range overflows float32 samples and squared errors: a NaN many steps later.
+            raise ValueError(f"high - low must be at most 1e6, got low={low!r} high={high!r}")
         centre, width = (low + high) / 2, high - low
         super().__init__(size, sigma, std, traverse_range, (centre - width, centre + width))
         self.low, self.high = low, high

@@ -296,6 +296,7 @@ def test_encode_rejects_a_value_the_distribution_cannot_take(name, size, value, 
 
 @pytest.mark.parametrize(("name", "size", "options", "message"), [
     ("uniform", 1, {"low": 1, "high": -1}, "high must exceed low"),
+    ("uniform", 1, {"low": -1e308, "high": 1e308}, "high - low must be at most 1e6"),
     ("uniform", 1, {"low": "zero"}, "low must be a finite number, got 'zero'"),
     ("uniform", 1, {"sigma": "learnt"}, 'sigma must be "fixed" or "learned"'),
     ("uniform", 1, {"std": 0}, "std must be greater than 0"),
