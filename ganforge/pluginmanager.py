@@ -134,7 +134,8 @@ class PluginHost:
             caller = getattr(self.pm.hook, f"ganforge_register_{kind}")
             for impl in reversed(caller.get_hookimpls()):  # oldest registration first
                 arguments = {"register": _register_callback(registry, impl.plugin_name)}
-                self.guarded(impl.plugin_name, impl.function, **{name: arguments[name] for name in impl.argnames})
+                # register() guarded every hook function already: a failure names the plugin.
+                impl.function(**{name: arguments[name] for name in impl.argnames})
 
     def guarded(self, plugin_name: str, function: Callable, *args: Any, **kwargs: Any) -> Any:
         """Call a plugin's function (a hook, a factory, a loader); name the plugin if it fails."""

@@ -31,6 +31,7 @@ from ganforge.errors import RecipeError
 from ganforge.latents import LatentDistribution
 from ganforge.losses import LossTerm
 from ganforge.registry import did_you_mean
+from ganforge.run import seeded_generator
 from ganforge.traversal import save_traversal
 
 from .clustering import contingency, matched_accuracy, normalized_mutual_information, purity
@@ -48,7 +49,7 @@ DEFAULTS = {
     # H(mean p) - mean H(p), maximised on each real batch; 0: off (the paper has no such term).
     "real_info_weight": 0.0,
     # Weight of the agreement between Q's categorical prediction on a real image and on a slightly
-    # moved copy (shifted, rotated, scaled); 0: off.
+    # moved copy (see Moves); 0: off.
     "consistency_weight": 0.0,
 }
 CODE_KEYS = ("name", "dist", "size", "weight")
@@ -132,8 +133,8 @@ class InfoGAN:
                 raise RecipeError(f"must be a number >= 0 (0: off), got {settings[key]}", key=key)
         self.real_info_weight = float(settings["real_info_weight"])
         self.consistency_weight = float(settings["consistency_weight"])
-        # The consistency term's own random stream (made per run, kept in checkpoints).
-        self.augment_rng = torch.Generator()
+        # The consistency term's own random stream, seeded per run and kept in checkpoints.
+        self.augment_rng: torch.Generator | None = None
         self.codes: dict[str, LatentDistribution] = {}
 
     # -- setup -----------------------------------------------------------------------------
@@ -146,7 +147,7 @@ class InfoGAN:
 
     @hookimpl
     def ganforge_generator_inputs(self, run):
-        self.augment_rng.manual_seed(run.recipe.run.seed * 1_000_003 + AUGMENT_STREAM)
+        self.augment_rng = seeded_generator(run.recipe.run.seed, AUGMENT_STREAM)
         for index, spec in enumerate(self.specs):
             self.codes[spec.name] = self._build(run.host.latents, spec, f"codes[{index}]")
         return list(self.codes.items())
@@ -300,8 +301,7 @@ def jitter(images: torch.Tensor, rng: torch.Generator, moves: Moves = Moves()) -
     weight = (draws[:, 6] * moves.thickness).view(n, 1, 1, 1)
     grown = nn.functional.max_pool2d(moved, 3, 1, 1)
     thinned = -nn.functional.max_pool2d(-moved, 3, 1, 1)
-    return torch.where(weight > 0, torch.lerp(moved, grown, weight.clamp(min=0)),
-                       torch.lerp(moved, thinned, (-weight).clamp(min=0)))
+    return torch.lerp(moved, torch.where(weight > 0, grown, thinned), weight.abs())
 
 
 @hookimpl
