@@ -15,11 +15,9 @@ import torch
 
 from ganforge import hookimpl
 from ganforge.latents import LatentDistribution, numbers_row, reject_unknown_options
+from ganforge.sampling import von_mises
 
 TWO_PI = 2 * math.pi
-# Below this concentration the Best-Fisher proposal is replaced by its Taylor expansion, as in
-# torch.distributions.VonMises (the exact formula loses all precision there).
-SMALL_CONCENTRATION = 1e-5
 
 
 def log_i0(kappa: torch.Tensor) -> torch.Tensor:
@@ -65,7 +63,7 @@ class VonMises(LatentDistribution):
         """(n, size) angles in radians, drawn on the CPU from ``generator`` alone."""
         if self.concentration == 0:
             return TWO_PI * torch.rand(n, self.size, generator=generator)
-        return _best_fisher(n, self.size, self.loc, self.concentration, generator).float()
+        return von_mises((n, self.size), self.loc, self.concentration, generator=generator)
 
     def entropy(self):
         # ln(2π I0(κ)) - κ I1(κ)/I0(κ) per angle; ln 2π for the uniform circle.
@@ -106,29 +104,6 @@ class VonMises(LatentDistribution):
 def unit_vectors(angles: torch.Tensor) -> torch.Tensor:
     """(n, size) angles as the generator's (n, 2*size) input: cos θ1, sin θ1, cos θ2, ..."""
     return torch.stack([angles.cos(), angles.sin()], dim=-1).flatten(1)
-
-
-def _best_fisher(n: int, size: int, loc: float, kappa: float, generator: torch.Generator) -> torch.Tensor:
-    """Von Mises angles by Best and Fisher's rejection sampler (Applied Statistics, 1979), as
-    torch.distributions.VonMises does it but drawing from ``generator``. In float64: float32 can
-    loop for ever at small κ (pytorch issue 88443)."""
-    if kappa < SMALL_CONCENTRATION:
-        proposal = 1 / kappa + kappa
-    else:
-        tau = 1 + math.sqrt(1 + 4 * kappa**2)
-        rho = (tau - math.sqrt(2 * tau)) / (2 * kappa)
-        proposal = (1 + rho**2) / (2 * rho)
-    angles = torch.zeros(n, size, dtype=torch.float64)
-    done = torch.zeros(n, size, dtype=torch.bool)
-    while not done.all():
-        u1, u2, u3 = torch.rand(3, n, size, generator=generator, dtype=torch.float64).unbind()
-        z = torch.cos(math.pi * u1)
-        f = (1 + proposal * z) / (proposal + z)
-        c = kappa * (proposal - f)
-        accept = ~done & (((c * (2 - c) - u2) > 0) | ((c / u2).log() + 1 - c >= 0))
-        angles = torch.where(accept, (u3 - 0.5).sign() * f.acos(), angles)
-        done |= accept
-    return (angles + loc) % TWO_PI
 
 
 @hookimpl
