@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .errors import GanforgeError
+from .errors import UsageError
 from .registry import unknown_name_message
 
 
@@ -44,11 +44,11 @@ class Generator:
         latents = run.sample_latents(n, torch.Generator().manual_seed(seed))
         for name, value in (fixed or {}).items():
             if name not in self.codes:
-                raise GanforgeError(unknown_name_message("code", name, list(self.codes)))
+                raise UsageError(unknown_name_message("code", name, list(self.codes)))
             try:
                 encoded = run.inputs[name].encode(value)
             except (TypeError, ValueError) as error:
-                raise GanforgeError(f"code {name!r}: {error}") from None
+                raise UsageError(f"code {name!r}: {error}") from None
             latents[name] = encoded.to(run.device, torch.float32).expand(n, -1).clone()
         return run.generate(latents)
 

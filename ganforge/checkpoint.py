@@ -24,8 +24,6 @@ TEMPORARY_SUFFIX = ".tmp"
 class CheckpointError(GanforgeError):
     """A checkpoint that cannot be written or read."""
 
-    exit_code = 2
-
 
 def plugin_states(run) -> dict[str, Any]:
     """``state_dict()`` of every switched-on plugin object that keeps state."""

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import GanforgeError
+from . import __version__
+from .errors import GANFORGE_BUG, GanforgeError, exit_code_table
+from .pluginmanager import make_plugin_host, one_line
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
     help="Train GANs from TOML recipes. Variants (DCGAN, InfoGAN, ...) are plugins switched on in the recipe.",
+    # \b keeps click from re-flowing the table into one paragraph.
+    epilog=f"\b\nExit codes (every command):\n{exit_code_table()}",
 )
 console = Console()
 errors = Console(stderr=True)
@@ -22,9 +29,44 @@ RecipeArgument = typer.Argument(..., help="A TOML recipe, e.g. recipes/dcgan_sha
 SetOption = typer.Option([], "--set", help="Override a recipe key: SECTION.KEY=VALUE (repeatable).")
 
 
-def fail(error: GanforgeError) -> None:
-    errors.print(f"error: {error}", highlight=False, soft_wrap=True, markup=False, emoji=False)
-    raise typer.Exit(error.exit_code)
+def say(line: str) -> None:
+    """One line on stderr, as written: no markup, emoji or re-wrapping."""
+    errors.print(line, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+
+@contextmanager
+def reporting() -> Iterator[None]:
+    """Turn what ends a command into its exit code: a GanforgeError is one ``error:`` line and the
+    code of whoever must fix it (2 the user, 3 a plugin); anything else is a bug in ganforge, shown
+    with its traceback and a request to report it (1)."""
+    from .training import TrainingInterrupted
+
+    try:
+        yield
+    except TrainingInterrupted as stop:
+        say(str(stop))
+        raise typer.Exit(stop.exit_code) from None
+    except GanforgeError as error:
+        say(f"error: {error}")
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        # Ctrl-C outside the training loop (loading data, building models): nothing to save yet.
+        say("interrupted before training started; nothing was written to resume from")
+        raise typer.Exit(130) from None
+    except Exception as error:
+        traceback.print_exc()
+        notes = "".join(f"; {note}" for note in getattr(error, "__notes__", ()))
+        say(f"error: a bug in ganforge {__version__}: {type(error).__name__}: {one_line(error)}; please report it"
+            f" with the traceback above and the command that caused it{notes}")
+        raise typer.Exit(GANFORGE_BUG) from None
+
+
+def plugin_host(keep_broken: bool = False):
+    """The installed plugins; a plugin that will do nothing is one warning line on stderr."""
+    host = make_plugin_host(keep_broken=keep_broken)
+    for warning in host.warnings:
+        say(f"warning: {warning}")
+    return host
 
 
 @app.command()
@@ -36,52 +78,45 @@ def run(recipe: Path = RecipeArgument, set_: list[str] = SetOption,
     """Train the recipe; outputs go to <run.out_dir>/<run.name>/.
 
     SIGINT (Ctrl-C) or SIGTERM finishes the current step, writes a checkpoint and prints the command
-    that resumes the run; the exit code is 130 or 143.
+    that resumes the run; the exit code is 130 or 143. A run that fails before its first checkpoint
+    leaves nothing behind; one that fails later keeps its checkpoints and says how to resume.
     """
     from .launch import run_recipe
-    from .training import TrainingInterrupted
 
-    try:
-        run_recipe(recipe, set_, resume, force_resume=force_resume, console=console)
-    except TrainingInterrupted as stop:
-        errors.print(str(stop), highlight=False, soft_wrap=True, markup=False, emoji=False)
-        raise typer.Exit(stop.exit_code) from None
-    except GanforgeError as error:
-        fail(error)
-    except KeyboardInterrupt:
-        # Ctrl-C before the training loop (loading data, building models): nothing to save yet.
-        errors.print("interrupted before training started; nothing was written to resume from", highlight=False)
-        raise typer.Exit(130) from None
+    with reporting():
+        run_recipe(recipe, set_, resume, force_resume=force_resume, host=plugin_host(), console=console)
 
 
 @app.command()
 def check(recipe: Path = RecipeArgument, set_: list[str] = SetOption):
-    """Validate the recipe, build the models and print their sizes and the resolved recipe; train nothing."""
+    """Validate the recipe, build the models, try every plugin it uses on a tiny batch (contract
+    checks), and print the models' sizes and the resolved recipe; train nothing."""
     from .launch import check_recipe
 
-    try:
-        check_recipe(recipe, set_, console)
-    except GanforgeError as error:
-        fail(error)
+    with reporting():
+        check_recipe(recipe, set_, console, host=plugin_host())
 
 
 @app.command()
 def plugins():
-    """List installed plugins: distribution, version, hooks implemented and names registered."""
-    from .pluginmanager import make_plugin_host
-
-    try:
-        host = make_plugin_host()
-    except GanforgeError as error:
-        fail(error)
+    """List installed plugins: distribution, version, hooks implemented and names registered;
+    plugins that failed to import are listed with their error."""
+    with reporting():
+        host = plugin_host(keep_broken=True)
     table = Table("plugin", "from", "hooks", "registers")
     for name, plugin in host.plugins():
         info = host.info.get(name)
         origin = f"{info.distribution} {info.version}".strip() if info else ""
         hooks = "\n".join(hook.removeprefix("ganforge_") for hook in host.hooks_of(plugin))
         registered = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in host.registered_by(name).items())
-        table.add_row(name, origin, hooks, registered)
+        table.add_row(name, origin, hooks or "(none)", registered)
+    for name, broken in sorted(host.broken.items()):
+        origin = f"{broken.info.distribution} {broken.info.version}".strip()
+        table.add_row(name, origin, "(failed to import)", broken.error)
     console.print(table)
+    # The listing did its job (exit 0); every other command stops at a broken plugin (exit 3).
+    for broken in host.broken.values():
+        say(f"warning: {broken.error}")
 
 
 @app.command()
@@ -94,11 +129,9 @@ def sample(checkpoint: Path = typer.Argument(..., help="A checkpoint, e.g. runs/
     """Draw a grid of samples from a checkpoint, or a traversal of one code."""
     from .launch import sample_checkpoint
 
-    try:
-        sample_checkpoint(checkpoint, out, n or (64 if traverse is None else 10), seed, traverse)
+    with reporting():
+        sample_checkpoint(checkpoint, out, n or (64 if traverse is None else 10), seed, traverse, host=plugin_host())
         console.print(f"wrote {out}", highlight=False)
-    except GanforgeError as error:
-        fail(error)
 
 
 @app.command("eval")
@@ -113,10 +146,8 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. run
 
     from .launch import evaluate_run
 
-    try:
-        results, run = evaluate_run(run_dir, overrides=set_, checkpoint=checkpoint)
-    except GanforgeError as error:
-        fail(error)
+    with reporting():
+        results, run = evaluate_run(run_dir, host=plugin_host(), overrides=set_, checkpoint=checkpoint)
     if json_output:
         print(json.dumps({"run": str(run_dir), "step": run.step, "eval_images": len(run.data), **results}))
         return

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .checkpoint import load_checkpoint, restore_run_state, seed_global_rngs
-from .errors import RecipeError
+from .contracts import check_metric_result
+from .errors import GanforgeError, RecipeError
 from .images import save_grid
 from .models import count_parameters
 from .outputs import LAST, RunOutputs
@@ -73,18 +74,39 @@ def run_recipe(path: Path, overrides: list[str] = (), resume: bool = False, *, f
     seed_global_rngs(recipe.run.seed)  # plugins drawing from Python's or numpy's generator: same seed, same draws
     run = Run(recipe, host, outputs.directory)
     outputs.prepare(recipe.to_toml(), resume=resume)
-    if state is not None:
-        restore_run_state(run, state, outputs.last_checkpoint)
-        outputs.truncate_metrics(run.step)
-        console.print(f"resuming {outputs.directory} at step {run.step}", highlight=False)
-    _print_header(console, recipe, run, outputs)
     try:
+        if state is not None:
+            restore_run_state(run, state, outputs.last_checkpoint)
+            outputs.saved_step = run.step
+            outputs.truncate_metrics(run.step)
+            console.print(f"resuming {outputs.directory} at step {run.step}", highlight=False)
+        _print_header(console, recipe, run, outputs)
         train(run, outputs, make_progress(console), meter_state=state.get("meter") if state else None)
     except TrainingInterrupted as stop:
         stop.resume_command = resume_command(path, overrides)
         raise
+    except BaseException as error:
+        explain_failure(error, outputs, path, overrides, new_run=not resume)
+        raise
     console.print(f"done: {run.step} steps, {run.images_seen} images; outputs in {outputs.directory}", highlight=False)
     return run
+
+
+def explain_failure(error: BaseException, outputs: RunOutputs, path: Path, overrides: list[str], new_run: bool) -> None:
+    """After a failed run: a new run without a checkpoint leaves nothing behind (so the same
+    command can start it again); otherwise its checkpoints stay and the error says how to resume."""
+    if outputs.last_checkpoint.is_file():
+        note = (f"the run's checkpoints are kept (last: step {outputs.saved_step}); once fixed, resume with:"
+                f" {resume_command(path, overrides)}")
+    elif new_run:
+        outputs.discard()
+        note = f"the run stopped before its first checkpoint, so {outputs.directory} was removed: the same command starts it again"
+    else:
+        return
+    if isinstance(error, GanforgeError):
+        error.hint(note)
+    elif isinstance(error, Exception):
+        error.add_note(note)
 
 
 def resume_command(path: Path, overrides: list[str]) -> str:
@@ -172,10 +194,11 @@ def run_from_checkpoint(path: Path, host: PluginHost | None = None, with_data: b
     return run, state
 
 
-def sample_checkpoint(path: Path, out: Path, n: int, seed: int, traverse: str | None = None) -> Path:
+def sample_checkpoint(path: Path, out: Path, n: int, seed: int, traverse: str | None = None,
+                      host: PluginHost | None = None) -> Path:
     """``ganforge sample``: ``n`` images from fresh latents drawn with ``seed``, as one PNG grid, or
     with ``traverse`` a traversal of that code (``n`` rows)."""
-    run, _ = run_from_checkpoint(path)
+    run, _ = run_from_checkpoint(path, host)
     if traverse is not None:
         return save_traversal(run, traverse, out, rows=n, seed=seed)
     images = run.generate(run.sample_latents(n, torch.Generator().manual_seed(seed)))
@@ -191,5 +214,6 @@ def evaluate_run(run_directory: Path, host: PluginHost | None = None, overrides:
     run, _ = run_from_checkpoint(path, host, with_data=True, overrides=overrides)
     results: dict[str, float] = {}
     for entry in host.metrics:
-        results.update(host.guarded(entry.plugin, entry.value, run, run.data))
+        result = host.guarded(entry.plugin, entry.value, run, run.data)
+        results.update(check_metric_result(result, host.origin(host.metrics, entry.name)))
     return results, run

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, keep_copy, run_state, save_atomically
-from .errors import GanforgeError
+from .errors import GanforgeError, UsageError
 from .images import save_grid
 
 LAST = "last.pt"
@@ -19,8 +21,6 @@ LAST = "last.pt"
 
 class OutputError(GanforgeError):
     """The run directory cannot be created or written (a bad ``run.out_dir``, a full disk)."""
-
-    exit_code = 2
 
 
 @contextmanager
@@ -41,6 +41,7 @@ class RunOutputs:
         self.checkpoints = self.directory / "checkpoints"
         self.metrics = self.directory / "metrics.jsonl"
         self.keep_checkpoints = keep_checkpoints
+        self.saved_step: int | None = None  # the step of the last checkpoint this process wrote or resumed from
 
     @property
     def last_checkpoint(self) -> Path:
@@ -57,7 +58,7 @@ class RunOutputs:
                     f" ({self.last_checkpoint}); delete {self.directory} to start it again")
             raise CheckpointError(f"cannot resume: {self.last_checkpoint} does not exist; start the run without --resume")
         if (self.directory / "recipe.toml").exists() or self.last_checkpoint.exists():
-            raise GanforgeError(
+            raise UsageError(
                 f"{self.directory} already holds a run; continue it with --resume, or start another with"
                 " --set run.name=NEW_NAME (ganforge never overwrites a run)")
 
@@ -68,6 +69,16 @@ class RunOutputs:
             for folder in (self.directory, self.samples, self.checkpoints):
                 folder.mkdir(parents=True, exist_ok=True)
             (self.directory / "recipe.toml").write_text(recipe_toml)
+
+    def discard(self) -> None:
+        """Remove what :meth:`prepare` and the first steps wrote, for a run that failed before its
+        first checkpoint; the folder itself goes too unless something else is in it."""
+        for path in (self.directory / "recipe.toml", self.metrics):
+            path.unlink(missing_ok=True)
+        for folder in (self.samples, self.checkpoints):
+            shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()
 
     def log_metrics(self, record: dict) -> None:
         with writing(self.metrics), self.metrics.open("a") as file:
@@ -102,6 +113,7 @@ class RunOutputs:
             if not torch.isfinite(parameter).all():
                 raise GanforgeError(f"generator weights are not finite at step {run.step}; the last checkpoint is kept")
         save_atomically(run_state(run, meter), self.last_checkpoint)
+        self.saved_step = run.step
         if periodic and self.keep_checkpoints:
             keep_copy(self.last_checkpoint, self.checkpoints / f"step_{run.step:07d}.pt")
             for old in self.periodic_checkpoints()[: -self.keep_checkpoints]:

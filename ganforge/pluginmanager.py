@@ -6,6 +6,7 @@ group. Each run (and each test) builds a fresh :class:`PluginHost`; nothing is m
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.metadata
 import os
@@ -17,7 +18,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import GanforgeError, PluginError
-from .registry import Registry
+from .registry import Registry, did_you_mean
 
 ENTRY_POINT_GROUP = "ganforge"
 DISABLE_ENV = "GANFORGE_DISABLE_PLUGINS"
@@ -47,6 +48,19 @@ class PluginInfo:
         return f"plugin {self.name!r}{origin}"
 
 
+#: Every hook's name, for "did you mean" and for functions that look like a hook but are not marked.
+HOOK_NAMES = sorted(name for name in vars(hookspecs) if name.startswith(f"{hookspecs.PROJECT}_"))
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """An entry point whose module failed to import: listed by ``ganforge plugins``, fatal elsewhere."""
+
+    info: PluginInfo
+    target: str  # the entry point's value, ``package.module``
+    error: str  # the one-line PluginError message
+
+
 def one_line(error: BaseException) -> str:
     """An exception's message on one line, whatever the plugin put in it."""
     return " ".join(str(error).split())
@@ -69,6 +83,8 @@ class PluginHost:
     latents: Registry = field(default_factory=lambda: Registry("latent distribution"))
     metrics: Registry = field(default_factory=lambda: Registry("metric"))
     run_plugins: Registry = field(default_factory=lambda: Registry("plugin table"))
+    broken: dict[str, BrokenPlugin] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def hook(self):
@@ -77,6 +93,17 @@ class PluginHost:
     def describe(self, plugin_name: str) -> str:
         return self.info.get(plugin_name, PluginInfo(plugin_name)).describe()
 
+    def package(self, plugin_name: str) -> str:
+        """The distribution a plugin came from, as ``name version``, or the plugin's own name."""
+        info = self.info.get(plugin_name)
+        if info and info.distribution:
+            return f"{info.distribution} {info.version}".strip()
+        return f"plugin {plugin_name!r}"
+
+    def origin(self, registry: Registry, name: str) -> str:
+        """A registered name with the package that registered it: ``beta (ganforge-beta 0.1.0)``."""
+        return f"{name} ({self.package(registry.entry(name).plugin)})"
+
     def register(self, plugin: Any, name: str, info: PluginInfo | None = None) -> None:
         """Register one plugin object, naming it in the error if its hooks do not match the specs."""
         self.info[name] = info or self._origin(name)
@@ -84,10 +111,36 @@ class PluginHost:
             self.pm.register(plugin, name=name)
             self.pm.check_pending()
         except pluggy.PluginValidationError as error:
-            raise PluginError(f"{self.describe(name)} does not match the hook specs: {error}") from None
+            raise PluginError(f"{self.describe(name)} does not match the hook specs: {self._unknown_hooks(plugin) or error}") from None
         except ValueError as error:  # pluggy: name already registered
             raise PluginError(f"{self.describe(name)} cannot be registered: {error}") from None
         self._guard_hooks(plugin, name)
+        self.warnings.extend(self._lint(plugin, name))
+
+    def _unknown_hooks(self, plugin: Any) -> str:
+        """"marks ganforge_register_model with @hookimpl, but no hook has that name; did you mean ..."."""
+        for attribute in dir(plugin):
+            if self.pm.parse_hookimpl_opts(plugin, attribute) is not None and attribute not in HOOK_NAMES:
+                return (f"it marks {attribute} with @hookimpl, but no hook has that name;"
+                        f"{did_you_mean(attribute, HOOK_NAMES)} hooks: docs/hooks.md")
+        return ""
+
+    def _lint(self, plugin: Any, name: str) -> list[str]:
+        """Warnings for a plugin that will silently do nothing: no hook implemented, or a function
+        named like a hook but not marked ``@hookimpl`` (pluggy only calls marked functions)."""
+        found = []
+        for attribute in dir(plugin):
+            if attribute.startswith("__") or self.pm.parse_hookimpl_opts(plugin, attribute) is not None:
+                continue
+            close = difflib.get_close_matches(attribute, HOOK_NAMES, n=1, cutoff=0.85)
+            if close and callable(getattr(plugin, attribute, None)):
+                hook = "that hook" if close[0] == attribute else f"the hook {close[0]}"
+                found.append(f"{self.describe(name)}: {attribute} looks like {hook} but is not marked @hookimpl,"
+                             " so it is never called")
+        if not self.hooks_of(plugin):
+            found.append(f"{self.describe(name)} implements no hook (mark each hook function with"
+                         " @hookimpl from ganforge); it does nothing")
+        return found
 
     def _origin(self, name: str) -> PluginInfo:
         """Where a plugin registered without entry-point info comes from: a per-run plugin object
@@ -180,10 +233,13 @@ def _entry_points() -> Iterable[tuple[importlib.metadata.EntryPoint, PluginInfo]
                 yield entry_point, PluginInfo(entry_point.name, distribution, version)
 
 
-def make_plugin_host(*, entry_points: bool = True, plugins: Iterable[tuple[str, Any]] = ()) -> PluginHost:
+def make_plugin_host(*, entry_points: bool = True, plugins: Iterable[tuple[str, Any]] = (),
+                     keep_broken: bool = False) -> PluginHost:
     """A fresh plugin manager with the hookspecs, the entry-point plugins (minus the disabled
     ones) and ``plugins`` (``(name, object)`` pairs) registered, and the registries filled.
 
+    An entry point that fails to import is a :class:`PluginError`, or with ``keep_broken`` (for
+    ``ganforge plugins``, the command that finds such problems) an entry in ``host.broken``.
     Tests pass ``entry_points=False`` and the plugins they need, so nothing installed on the
     machine leaks into them.
     """
@@ -203,10 +259,13 @@ def make_plugin_host(*, entry_points: bool = True, plugins: Iterable[tuple[str, 
             try:
                 plugin = entry_point.load()
             except Exception as error:
-                raise PluginError(
+                failure = PluginError(
                     f"{info.describe()} failed to import ({entry_point.value}): {type(error).__name__}: {one_line(error)};"
-                    f" disable it with {DISABLE_ENV}={entry_point.name}"
-                ) from None
+                    f" disable it with {DISABLE_ENV}={entry_point.name}")
+                if not keep_broken:
+                    raise failure from None
+                host.broken[entry_point.name] = BrokenPlugin(info, entry_point.value, str(failure))
+                continue
             host.register(plugin, entry_point.name, info)
     for name, plugin in plugins:
         if name not in disabled:

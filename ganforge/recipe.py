@@ -18,7 +18,7 @@ from typing import Any
 
 from .data import SPLITS
 from .errors import RecipeError
-from .registry import did_you_mean
+from .registry import did_you_mean, unknown_name_message
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_INT = 2**31 - 1  # larger sizes are typos, and would overflow tensors long before training
@@ -128,6 +128,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "latent": {
         "noise": Field("normal", str, registry="latents"),
         "noise_dim": Field(100, int, between(1, MAX_NOISE_DIM)),
+        "noise_options": Field({}, dict),  # options of the noise's distribution, e.g. { low = -1.0 }
     },
     "train": {
         "steps": Field(1000, int, positive),
@@ -317,14 +318,13 @@ def _validate(raw: dict, names: dict[str, list[str]], plugin_defaults: dict[str,
         values[section] = {}
         for key, field in fields.items():
             dotted = f"{section}.{key}"
-            value = coerce(table[key], field.kind, dotted) if key in table else field.default
+            value = coerce(table[key], field.kind, dotted) if key in table else copy.deepcopy(field.default)
             complaint = field.check(value) if field.check else None
             if complaint:
                 raise RecipeError(f"{complaint}, got {value!r}", key=dotted)
             if field.registry and value not in names.get(field.registry, []):
-                known = names.get(field.registry, [])
-                hint = did_you_mean(value, known)
-                raise RecipeError(f"unknown name {value!r};{hint} known: {', '.join(known) or '(none)'}", key=dotted)
+                message = unknown_name_message("name", value, names.get(field.registry, []), plugin_hint=True)
+                raise RecipeError(message, key=dotted)
             values[section][key] = value
     if not values["run"]["name"]:
         values["run"]["name"] = default_name or "run"

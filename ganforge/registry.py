@@ -17,11 +17,18 @@ def did_you_mean(name: str, known: list[str]) -> str:
     return f" did you mean {close[0]!r}?" if close else ""
 
 
-def unknown_name_message(kind: str, name: object, known: list[str]) -> str:
-    """"unknown model 'dcgn'; did you mean 'dcgan'? known: dcgan, infogan-28"."""
+#: Where to look when a name a package should provide is not registered.
+NOT_INSTALLED_HINT = ("a package that provides it must be installed in this environment and declare a 'ganforge'"
+                      " entry point (`ganforge plugins` lists what was found)")
+
+
+def unknown_name_message(kind: str, name: object, known: list[str], plugin_hint: bool = False) -> str:
+    """"unknown model 'dcgn'; did you mean 'dcgan'? known: dcgan, infogan-28", and with
+    ``plugin_hint`` where a plugin that should provide the name may be missing."""
     hint = did_you_mean(name, known) if isinstance(name, str) else ""
     choices = ", ".join(known) if known else "(none registered)"
-    return f"unknown {kind} {name!r};{hint} known: {choices}"
+    message = f"unknown {kind} {name!r};{hint} known: {choices}"
+    return f"{message}; {NOT_INSTALLED_HINT}" if plugin_hint and not hint else message
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except (KeyError, TypeError):
-            raise UnknownNameError(unknown_name_message(self.kind, name, self.names())) from None
+            raise UnknownNameError(unknown_name_message(self.kind, name, self.names(), plugin_hint=True)) from None
 
     def get(self, name: str) -> T:
         return self.entry(name).value

@@ -13,9 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .contracts import check_data, check_latent, check_loss, check_models
 from .data import Batcher, DataSettings, ImageData, resolve_data_root
 from .errors import GanforgeError, PluginError, RecipeError
 from .latents import LatentDistribution
+from .registry import unknown_name_message
 from .models import Discriminator, DiscriminatorWithHeads
 from .pluginmanager import PluginHost
 from .recipe import Recipe
@@ -49,7 +51,9 @@ def load_data(recipe: Recipe, host: PluginHost) -> ImageData:
         image_size=data.image_size, size=data.size, seed=recipe.run.seed,
     )
     entry = host.datasets.entry(data.name)
-    return host.guarded(entry.plugin, entry.value, settings=settings)
+    images = host.guarded(entry.plugin, entry.value, settings=settings)
+    check_data(images, host.origin(host.datasets, data.name))
+    return images
 
 
 class Run:
@@ -113,10 +117,41 @@ class Run:
             self.host.register(plugin, f"{name}.run")
             self.plugins[name] = plugin
 
+    def make_distribution(self, name: str, size: int, options: dict, key: str, name_key: str = "") -> LatentDistribution:
+        """The registered latent distribution ``name`` built as ``factory(size, **options)``.
+
+        The recipe's mistakes are :class:`RecipeError`: an unknown name naming ``name_key`` (the
+        recipe key that holds the name), an option the distribution refuses with ``ValueError`` or
+        ``TypeError`` naming ``key``. Anything else the factory does wrong is the plugin's fault.
+        Plugins that add generator inputs build them here.
+        """
+        latents = self.host.latents
+        if name not in latents:
+            raise RecipeError(unknown_name_message("distribution", name, latents.names(), plugin_hint=True),
+                              key=name_key or key)
+        entry = latents.entry(name)
+        try:
+            distribution = self.host.guarded(entry.plugin, entry.value, size, **options)
+        except PluginError as error:
+            if not isinstance(error.__cause__, (TypeError, ValueError)):
+                raise
+            raise RecipeError(f"{name}: {error.__cause__}", key=key) from None
+        if not isinstance(distribution, LatentDistribution):
+            raise PluginError(f"latent distribution {self.host.origin(latents, name)}: its factory returned a"
+                              f" {type(distribution).__name__}, expected a ganforge.latents.LatentDistribution")
+        return distribution
+
+    def describe_input(self, name: str) -> str:
+        """``code 'alpha': beta (ganforge-beta 0.1.0)``, for messages about one generator input."""
+        distribution = self.inputs[name]
+        registered = [entry.name for entry in self.host.latents if entry.value is type(distribution)]
+        what = self.host.origin(self.host.latents, registered[0]) if registered else type(distribution).__name__
+        return f"{'latent.noise' if name == NOISE else f'code {name!r}'}: {what}"
+
     def _collect_inputs(self) -> None:
-        recipe = self.recipe
-        noise = self.host.latents.get(recipe.latent.noise)
-        self.inputs = {NOISE: noise(recipe.latent.noise_dim)}
+        latent = self.recipe.latent
+        self.inputs = {NOISE: self.make_distribution(latent.noise, latent.noise_dim, latent.noise_options,
+                                                     "latent.noise_options", "latent.noise")}
         extra: list[tuple[str, LatentDistribution]] = []
         for contribution in self.host.hook.ganforge_generator_inputs(run=self):
             extra.extend(contribution)
@@ -126,6 +161,8 @@ class Run:
             if not isinstance(distribution, LatentDistribution):
                 raise PluginError(f"generator input {name!r} is a {type(distribution).__name__}, not a LatentDistribution")
             self.inputs[name] = distribution
+        for name, distribution in self.inputs.items():
+            check_latent(distribution, self.describe_input(name), self.device)
 
     def _build_models(self) -> None:
         recipe = self.recipe
@@ -136,16 +173,21 @@ class Run:
         except RecipeError as error:
             raise RecipeError(error.detail, key=error.key or "model.name") from None
         if not isinstance(trunk, Discriminator):
-            raise PluginError(f"model {recipe.model.name!r} built a {type(trunk).__name__}, not a ganforge Discriminator")
+            raise PluginError(f"model {self.host.origin(self.host.models, recipe.model.name)} built a"
+                              f" {type(trunk).__name__}, not a ganforge.models.Discriminator")
+        generator, trunk = generator.to(self.device), trunk.to(self.device)
+        check_models(generator, trunk, self.image_shape, self.input_dim,
+                     self.host.origin(self.host.models, recipe.model.name), self.device)
         heads: dict[str, nn.Module] = {}
         for contribution in self.host.hook.ganforge_discriminator_heads(run=self, feature_dim=trunk.feature_dim):
             for name, module in contribution:
                 if name in heads:
                     raise PluginError(f"discriminator head {name!r} is contributed twice")
                 heads[name] = module
-        self.generator = generator.to(self.device)
+        self.generator = generator
         self.discriminator = DiscriminatorWithHeads(trunk, dict(sorted(heads.items()))).to(self.device)
         self.loss = self.host.losses.get(recipe.loss.name)
+        check_loss(self.loss, self.host.origin(self.host.losses, recipe.loss.name))
         train = recipe.train
         betas = (train.beta1, train.beta2)
         self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=train.g_lr, betas=betas)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import GanforgeError
+from .errors import UsageError
 from .images import save_grid
 from .registry import unknown_name_message
 
@@ -27,7 +27,7 @@ def traversal_latents(run, code: str, rows: int = TRAVERSAL_ROWS, steps: int = T
     """
     if code not in run.inputs or code == "z":
         codes = [name for name in run.inputs if name != "z"]
-        raise GanforgeError(unknown_name_message("code", code, codes))
+        raise UsageError(unknown_name_message("code", code, codes))
     values = run.inputs[code].traversal_values(steps).to(run.device)
     columns = values.shape[0]
     base = run.sample_latents(rows, torch.Generator().manual_seed(seed))

@@ -30,7 +30,6 @@ from ganforge.data import to_model_range
 from ganforge.errors import RecipeError
 from ganforge.latents import LatentDistribution
 from ganforge.losses import LossTerm
-from ganforge.registry import did_you_mean
 from ganforge.run import seeded_generator
 from ganforge.traversal import save_traversal
 
@@ -149,20 +148,13 @@ class InfoGAN:
     def ganforge_generator_inputs(self, run):
         self.augment_rng = seeded_generator(run.recipe.run.seed, AUGMENT_STREAM)
         for index, spec in enumerate(self.specs):
-            self.codes[spec.name] = self._build(run.host.latents, spec, f"codes[{index}]")
+            where = f"plugins.infogan.codes[{index}]"
+            code = run.make_distribution(spec.dist, spec.size, spec.options, key=where, name_key=f"{where}.dist")
+            if type(code).nll is LatentDistribution.nll:
+                raise RecipeError(f"{spec.dist} has no likelihood (no nll), so Q cannot learn it: use it as"
+                                  " latent.noise, or pick a distribution with one", key=f"{where}.dist")
+            self.codes[spec.name] = code
         return list(self.codes.items())
-
-    @staticmethod
-    def _build(latents, spec: CodeSpec, where: str) -> LatentDistribution:
-        if spec.dist not in latents:
-            known = latents.names()
-            raise RecipeError(f"unknown distribution {spec.dist!r};{did_you_mean(spec.dist, known)}"
-                              f" known: {', '.join(known)}", key=f"plugins.infogan.{where}.dist")
-        try:
-            distribution = latents.get(spec.dist)(spec.size, **spec.options)
-        except (TypeError, ValueError) as error:
-            raise RecipeError(f"{spec.dist}: {error}", key=f"plugins.infogan.{where}") from None
-        return distribution
 
     @hookimpl
     def ganforge_discriminator_heads(self, run, feature_dim):
@@ -185,10 +177,11 @@ class InfoGAN:
             nll = self.codes[spec.name].nll(ctx.latents[spec.name], params[spec.name]).mean()
             terms.append(LossTerm(f"info/{spec.name}", nll, spec.weight))
             entropy = self.codes[spec.name].entropy()
-            if ctx.phase == "D" and entropy is not None and self.codes[spec.name].kind != "continuous":
-                # H(c) - NLL: a lower bound on I(c; G(z, c)) that reaches ln K when Q recovers a
-                # categorical code. For continuous codes H is differential and the fixed-sigma NLL
-                # carries constants, so the bound says little there: not logged.
+            if ctx.phase == "D" and entropy is not None:
+                # H(c) - NLL: the variational lower bound on I(c; G(z, c)) (Barber and Agakov), valid
+                # for any Q whose nll is a normalised density. It reaches ln K when Q recovers a
+                # categorical code; for a continuous code with a fixed σ it stays below
+                # H(c) - log(σ √(2πe)) and may be negative (docs/writing-a-latent-plugin.md).
                 ctx.log(f"mi/{spec.name}", entropy - nll.detach())
         return terms
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl, hookspecs
+from ganforge.contracts import LOSS_CHECK_BATCH
 from ganforge.data import DataSettings
 from ganforge.errors import PluginError
 from ganforge.losses import LossTerm
@@ -62,7 +63,9 @@ def test_ganforge_register_losses_receives_discriminator_logits(tmp_path):
             register("recording", Recording())
 
     run = run_tiny(tmp_path, make_host(("loss-probe", Losses())), loss={"name": "recording"})
-    assert shapes == [((16,), (16,))] * run.step
+    # The contract check tries the loss once on a few logits before the first step.
+    checked = (LOSS_CHECK_BATCH,)
+    assert shapes == [(checked, checked)] + [((16,), (16,))] * run.step
 
 
 def test_ganforge_register_datasets_loads_with_resolved_settings(tmp_path):

@@ -236,7 +236,8 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_previou
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
     assert str(caught.value) == (f"could not write checkpoint {last_checkpoint(tmp_path)}: File too large;"
-                                 " the previous checkpoint is kept")
+                                 " the previous checkpoint is kept; the run's checkpoints are kept (last: step 2); once"
+                                 f" fixed, resume with: ganforge run {tmp_path / 'tiny.toml'} --resume")
     assert caught.value.exit_code == 2
     assert load_checkpoint(last_checkpoint(tmp_path))["step"] == 2
     assert sorted(p.name for p in last_checkpoint(tmp_path).parent.iterdir()) == ["last.pt", "step_0000002.pt"]
