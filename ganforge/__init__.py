@@ -6,11 +6,11 @@ __version__ = "0.1.0"
 __all__ = ["hookimpl", "hookspec", "load_generator", "__version__"]
 
 
-def load_generator(checkpoint_path):
+def load_generator(checkpoint_path, device=None):
     """The generator of a checkpoint, with ``.codes`` and ``.sample(n, fixed=..., seed=...)``.
 
     See :class:`ganforge.api.Generator`. Imported lazily: ``import ganforge`` stays light.
     """
     from .api import load_generator as load
 
-    return load(checkpoint_path)
+    return load(checkpoint_path, device)

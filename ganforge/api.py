@@ -53,9 +53,13 @@ class Generator:
         return run.generate(latents)
 
 
-def load_generator(checkpoint_path: str | Path) -> Generator:
-    """The generator of a checkpoint (``runs/NAME/checkpoints/last.pt``), ready to sample."""
+def load_generator(checkpoint_path: str | Path, device: str | None = None) -> Generator:
+    """The generator of a checkpoint (``runs/NAME/checkpoints/last.pt``), ready to sample.
+
+    ``device`` is where it runs and where :meth:`Generator.sample` returns images (``"cpu"``,
+    ``"cuda"``, ...); by default the device it was trained on when this machine has it, else the
+    CPU. Loading leaves torch's global generator and thread count alone."""
     from .launch import run_from_checkpoint
 
-    run, _ = run_from_checkpoint(Path(checkpoint_path))
+    run, _ = run_from_checkpoint(Path(checkpoint_path), device=device)
     return Generator(run)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .errors import GanforgeError
+from .models import unwrap
 
 FORMAT = 1
 TEMPORARY_SUFFIX = ".tmp"
@@ -39,14 +40,14 @@ def run_state(run, meter: dict[str, Any] | None = None) -> dict[str, Any]:
         "images_seen": run.images_seen,
         "recipe": run.recipe.to_dict(),
         "image_shape": list(run.image_shape),
-        "generator": run.generator.state_dict(),
-        "discriminator": run.discriminator.state_dict(),
+        # The modules themselves, whatever wraps them (DDP, compile): keys carry no prefix.
+        "generator": unwrap(run.generator).state_dict(),
+        "discriminator": unwrap(run.discriminator).state_dict(),
         "optimizer_g": run.optimizer_g.state_dict(),
         "optimizer_d": run.optimizer_d.state_dict(),
         "rng": {
             "torch": torch.get_rng_state(),
-            "latents": run.latent_rng.get_state(),
-            "data": run.batcher.generator.get_state(),
+            "streams": run.streams.state_dict(),  # data order, latents, every plugin's own stream
             **global_rng_states(),
         },
         "data_order": run.batcher.state_dict(),
@@ -56,31 +57,50 @@ def run_state(run, meter: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def restore_run_state(run, state: dict[str, Any], source: Path) -> None:
-    """Load ``state`` (read from ``source``) into a freshly built ``run``."""
+    """Load ``state`` (read from ``source``) into a freshly built ``run``: weights, optimizers,
+    random streams, data order. Plugin states come later, after ``ganforge_train_start``
+    (:func:`restore_plugin_states`)."""
+    with does_not_fit(source):
+        load_weights(run, state)
+        load_optimizer(run.optimizer_g, state["optimizer_g"])
+        load_optimizer(run.optimizer_d, state["optimizer_d"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        run.streams.load_state_dict(rng.get("streams") or legacy_streams(rng))
+        restore_global_rng_states(rng)
+        run.batcher.load_state_dict(state["data_order"])
+        run.step = int(state["step"])
+        run.images_seen = int(state["images_seen"])
+
+
+def legacy_streams(rng: dict[str, Any]) -> dict[str, dict]:
+    """The streams of a checkpoint written before streams had names: data order and latents."""
+    return {name: {"device": "cpu", "state": rng[name]} for name in ("data", "latents")}
+
+
+def load_weights(run, state: dict[str, Any]) -> None:
+    """The checkpoint's generator and discriminator, into the modules whatever wraps them."""
+    unwrap(run.generator).load_state_dict(state["generator"])
+    unwrap(run.discriminator).load_state_dict(state["discriminator"])
+
+
+def restore_plugin_states(run, state: dict[str, Any], source: Path) -> None:
+    """Each switched-on plugin's ``load_state_dict`` with what its ``state_dict`` saved."""
+    with does_not_fit(source):
+        for name, plugin_state in state.get("plugins", {}).items():
+            if name in run.plugins and hasattr(run.plugins[name], "load_state_dict"):
+                run.plugins[name].load_state_dict(plugin_state)
+
+
+@contextlib.contextmanager
+def does_not_fit(source: Path):
+    """A checkpoint whose contents do not fit the run is a one-line error naming the file."""
     try:
-        _restore(run, state)
+        yield
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
         # load_state_dict puts the mismatch on the line after its heading: keep both.
         reason = " ".join(line.strip() for line in str(error).splitlines()[:2] if line.strip()) or type(error).__name__
         raise CheckpointError(f"{source} does not fit the run this recipe builds: {reason}") from None
-
-
-def _restore(run, state: dict[str, Any]) -> None:
-    run.generator.load_state_dict(state["generator"])
-    run.discriminator.load_state_dict(state["discriminator"])
-    load_optimizer(run.optimizer_g, state["optimizer_g"])
-    load_optimizer(run.optimizer_d, state["optimizer_d"])
-    rng = state["rng"]
-    torch.set_rng_state(rng["torch"])
-    run.latent_rng.set_state(rng["latents"])
-    run.batcher.generator.set_state(rng["data"])
-    restore_global_rng_states(rng)
-    run.batcher.load_state_dict(state["data_order"])
-    for name, plugin_state in state.get("plugins", {}).items():
-        if name in run.plugins and hasattr(run.plugins[name], "load_state_dict"):
-            run.plugins[name].load_state_dict(plugin_state)
-    run.step = int(state["step"])
-    run.images_seen = int(state["images_seen"])
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .errors import GANFORGE_BUG, GanforgeError, exit_code_table
+from .errors import GANFORGE_BUG, GanforgeError, UsageError, exit_code_table
 from .pluginmanager import make_plugin_host, one_line
 
 app = typer.Typer(
@@ -139,19 +139,28 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. run
                                             file_okay=False),
              json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
              set_: list[str] = SetOption,
-             checkpoint: str = typer.Option("last.pt", "--checkpoint", help="A file in the run's checkpoints/.")):
+             checkpoint: str = typer.Option("last.pt", "--checkpoint", help="A file in the run's checkpoints/."),
+             on: str = typer.Option("train", "--on", help="Score the images trained on ('train'), or the"
+                                                        " data.holdout images the run never saw ('holdout')."),
+             device: str | None = typer.Option(None, "--device", help="Where to load the checkpoint (default: where"
+                                                                    " it was trained if this machine has it, else cpu).")):
     """Evaluate a run's last checkpoint on its dataset with every registered metric
     (for InfoGAN: each categorical code's matched accuracy and NMI against the labels)."""
     import json
 
+    from .data import PARTS
     from .launch import evaluate_run
 
     with reporting():
-        results, run = evaluate_run(run_dir, host=plugin_host(), overrides=set_, checkpoint=checkpoint)
+        if on not in PARTS:
+            raise UsageError(f"--on must be one of {', '.join(PARTS)}, got {on!r}")
+        results, run, data = evaluate_run(run_dir, host=plugin_host(), overrides=set_, checkpoint=checkpoint,
+                                          part=on, device=device)
     if json_output:
-        print(json.dumps({"run": str(run_dir), "step": run.step, "eval_images": len(run.data), **results}))
+        print(json.dumps({"run": str(run_dir), "step": run.step, "on": on, "eval_images": len(data), **results}))
         return
-    table = Table("metric", "value", title=f"{run_dir} at step {run.step}, on {len(run.data)} {run.recipe.data.name} images")
+    table = Table("metric", "value", title=f"{run_dir} at step {run.step}, on {len(data)} {run.recipe.data.name}"
+                                           f" images ({on})")
     for name, value in results.items():
         table.add_row(name, f"{value:.4f}")
     if not results:

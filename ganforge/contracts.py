@@ -12,6 +12,7 @@ global generator as it found them, so checking a run never changes what it train
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -154,16 +155,19 @@ def _check_nll(contract: Contract, distribution: LatentDistribution, value: torc
 
 @torch.no_grad()
 def check_models(generator: torch.nn.Module, discriminator: torch.nn.Module, image_shape: tuple[int, int, int],
-                 input_dim: int, who: str, device: torch.device) -> None:
+                 input_dim: int, who: str, device: torch.device,
+                 conditions: dict[str, torch.Tensor] | None = None) -> None:
     """A generator maps (2, input_dim) to (2, C, H, W) in [-1, 1]; the discriminator gives (2,)
-    logits and (2, feature_dim) features. Both in eval mode, so no batch statistic moves."""
+    logits and (2, feature_dim) features. Both in eval mode, so no batch statistic moves.
+    ``conditions`` (two samples of every latent) go to a generator that takes them."""
     contract = Contract(f"model {who}")
     n = 2
     modes = (generator.training, discriminator.training)
     generator.eval(), discriminator.eval()
     try:
         z = torch.randn(n, input_dim, generator=torch.Generator().manual_seed(0)).to(device)
-        images = contract.call("generator", generator, z)
+        extra = {} if conditions is None else {"conditions": conditions}
+        images = contract.call("generator", generator, z, **extra)
         contract.tensor("generator", images, (n, *image_shape), f"(batch, *image_shape) for input_dim = {input_dim}")
         if images.abs().max() > 1 + 1e-4:
             raise contract.fail("generator", f"returned values up to {float(images.abs().max()):.3g}, expected images"
@@ -183,12 +187,16 @@ def check_loss(loss: Any, who: str) -> None:
     rng = torch.Generator().manual_seed(0)
     real = torch.randn(LOSS_CHECK_BATCH, generator=rng).requires_grad_()
     fake = torch.randn(LOSS_CHECK_BATCH, generator=rng).requires_grad_()
-    for member, arguments in (("discriminator_loss", (real, fake)), ("generator_loss", (fake,))):
+    for member in ("discriminator_loss", "generator_loss"):
         function = getattr(loss, member, None)
         if not callable(function):
             raise contract.fail(member, "is missing: a loss has discriminator_loss(real_logits, fake_logits) and"
                                         " generator_loss(fake_logits)")
-        value = contract.call(member, function, *arguments)
+        wanted = inspect.signature(function).parameters
+        if "ctx" in wanted:
+            continue  # it needs a whole training step to be tried
+        arguments = {name: logits for name, logits in (("real_logits", real), ("fake_logits", fake)) if name in wanted}
+        value = contract.call(member, function, **arguments)
         contract.tensor(member, value, (), "a scalar: reduce over the batch", dtype=None)
         if not value.requires_grad:
             raise contract.fail(member, "does not depend on the logits (no gradient would train the networks)")

@@ -62,6 +62,34 @@ class ImageData:
         return next(iter(self.labels), None)
 
 
+#: Holding out is seeded on its own, not by ``run.seed``: every seed of a benchmark trains on the
+#: same images and is scored on the same held-out ones.
+HOLDOUT_SEED = 20_161_206
+PARTS = ("train", "holdout")
+
+
+def select_holdout(data: ImageData, holdout: int, part: str = "train", source: str = "") -> ImageData:
+    """``data`` without ``holdout`` images chosen at random (``part="train"``), or just those
+    (``part="holdout"``), each in the dataset's order. ``holdout = 0`` keeps everything."""
+    from .errors import RecipeError
+
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    if not holdout:
+        if part == "holdout":
+            raise RecipeError("is 0: no images were held out of training, so there are none to evaluate on",
+                              source=source, key="data.holdout")
+        return data
+    if holdout >= len(data):
+        raise RecipeError(f"{holdout} would hold out all of the dataset's {len(data)} images", source=source,
+                          key="data.holdout")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
+    chosen = order[:holdout] if part == "holdout" else order[holdout:]
+    index = chosen.sort().values
+    return ImageData(data.images[index], {name: values[index] for name, values in data.labels.items()},
+                     data.label_names, f"{data.source}, {part} part ({len(index)} of {len(data)})")
+
+
 def resolve_data_root(recipe_root: str) -> Path:
     """The recipe's ``data.root``, else ``$GANFORGE_DATA_ROOT``, else ``./data``."""
     if recipe_root:

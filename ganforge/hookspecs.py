@@ -86,6 +86,17 @@ def ganforge_register_metrics(register):
 
 
 @hookspec
+def ganforge_register_optimizers(register):
+    """Register optimizers, selected by ``train.optimizer`` (built in: ``adam``, ``adamw``, ``sgd``).
+
+    Call ``register(name, factory)`` where ``factory(param_groups, betas)`` returns a
+    ``torch.optim.Optimizer``: ``param_groups`` is a list of dicts, each with ``params`` and ``lr``
+    (the recipe's rate, or a head's own); ``betas`` is ``(train.beta1, train.beta2)``. Called once
+    for G and once for D. Return value ignored.
+    """
+
+
+@hookspec
 def ganforge_register_run_plugins(register):
     """Register plugins that a recipe switches on with a ``[plugins.<name>]`` table.
 
@@ -125,6 +136,54 @@ def ganforge_discriminator_heads(run, feature_dim):
     """
 
 
+@hookspec
+def ganforge_models_built(run):
+    """Called once the models and heads exist, before the optimizers are made.
+
+    The place for what changes the networks or how they are trained: spectral normalisation of
+    ``run.discriminator`` (or of the generator), an EMA copy of the generator, freezing a part
+    (``requires_grad_(False)``: the core keeps that flag and leaves the part out of the optimizer),
+    and the optimizer groups: ``run.parameter_groups`` maps ``"G"`` and ``"D"`` to lists of
+    ``{"params": [...], "lr": ...}`` dicts that the recipe's optimizer is then built from; edit
+    them (another rate for a group, another group). Return value ignored.
+    """
+
+
+@hookspec
+def ganforge_discriminator_transforms(run):
+    """Transforms applied to every image the discriminator sees, real and fake, in both phases
+    (differentiable augmentation: DiffAugment, ADA).
+
+    Return a list of ``(name, transform)`` pairs; ``transform(images, rng)`` maps a batch in
+    [-1, 1] to a batch of the same shape, differentiably (the G phase backpropagates through it),
+    drawing only from ``rng``, the run's stream ``transform/<name>`` (on the run's device, kept in
+    checkpoints). The core applies them in order of each transform's ``order`` attribute (default
+    0), then name: the order is explicit, never install order. ``ctx.real`` and ``ctx.fake`` stay
+    untransformed; ``ctx.discriminate(images)`` transforms too.
+    """
+
+
+@hookspec
+def ganforge_real_conditions(run, labels):
+    """What discriminator heads that take ``conditions`` see for a real batch (a conditional GAN's
+    class, matching the generator input the fakes were drawn with).
+
+    ``labels`` are the dataset's labels of the batch by name. Return a dict of tensors keyed like the
+    generator inputs (``{"label": one_hot}``); for fakes, heads receive the sampled latents. Called
+    every D step; return ``{}`` when there is nothing to add.
+    """
+
+
+@hookspec(firstresult=True)
+def ganforge_inference_generator(run):
+    """The generator that pictures, traversals, ``load_generator`` and metrics use, or ``None``.
+
+    Return a module with the generator's interface (an exponential moving average of
+    ``run.generator``, kept in the plugin's ``state_dict``); the first plugin that returns one wins.
+    Training always updates ``run.generator``. ``firstresult``.
+    """
+
+
 # ---------------------------------------------------------------------------------------------
 # Per step: called every training step, once per phase.
 # ---------------------------------------------------------------------------------------------
@@ -137,8 +196,11 @@ def ganforge_discriminator_loss_terms(ctx):
     ``ctx`` is a :class:`ganforge.training.StepContext` for the ``"D"`` phase: real images and
     labels, the sampled latents, the detached fakes, and the discriminator's outputs on both.
     Return a list of :class:`ganforge.losses.LossTerm` (name, value, weight). The core adds
-    ``weight * value`` to the adversarial loss, backpropagates the sum once, and logs each term as
-    ``loss/D/<name>``.
+    ``weight * value`` to the adversarial loss, backpropagates the sum once (into D's trainable
+    parameters only), and logs each term as ``loss/D/<name>``. A term that needs its own pass
+    (a gradient penalty on images with ``requires_grad``, a consistency term) makes it with
+    ``ctx.discriminate(images)``, which leaves D's batch-norm statistics alone. With
+    ``train.d_steps > 1`` the hook is called once per D step; each term is logged as its mean.
     """
 
 
@@ -147,8 +209,10 @@ def ganforge_generator_loss_terms(ctx):
     """Extra terms for the generator's objective in this step.
 
     ``ctx`` is a :class:`ganforge.training.StepContext` for the ``"G"`` phase: the fakes still
-    attached to the generator's graph and the discriminator's output on them (``ctx.d_fake``).
-    Return a list of :class:`ganforge.losses.LossTerm`; logged as ``loss/G/<name>``.
+    attached to the generator's graph and the discriminator's output on them (``ctx.d_fake``);
+    reading ``ctx.d_real`` runs D on the real batch. Return a list of
+    :class:`ganforge.losses.LossTerm`; logged as ``loss/G/<name>``. The sum is backpropagated
+    into G's trainable parameters only.
     """
 
 
@@ -161,7 +225,9 @@ def ganforge_generator_loss_terms(ctx):
 def ganforge_train_start(run):
     """Called once the run is built (models, optimizers, data, plugins), before the first step.
 
-    ``run.step`` is 0 for a new run and the checkpoint's step for a resumed one.
+    ``run.step`` is 0 for a new run and the checkpoint's step for a resumed one. A resumed run
+    restores each plugin's ``load_state_dict`` *after* this hook, so state a plugin sets up here
+    is then overwritten by the checkpoint's; the run's random streams are restored before it.
     """
 
 

@@ -9,16 +9,18 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from .checkpoint import load_checkpoint, restore_run_state, seed_global_rngs
+from .checkpoint import (does_not_fit, load_checkpoint, load_weights, restore_plugin_states, restore_run_state,
+                         seed_global_rngs)
 from .contracts import check_metric_result
 from .errors import GanforgeError, RecipeError
 from .images import save_grid
 from .models import count_parameters
 from .outputs import LAST, RunOutputs
+from .data import ImageData
 from .pluginmanager import PluginHost, make_plugin_host
 from .progress import make_progress
 from .recipe import Recipe, apply_overrides, load_recipe, schema_kind, validate
-from .run import Run
+from .run import Run, load_data, resolve_device
 from .training import TrainingInterrupted, train
 from .traversal import save_traversal
 
@@ -30,7 +32,8 @@ RESUMABLE_CHANGES = {
 
 
 def registered_names(host: PluginHost) -> dict[str, list[str]]:
-    return {kind: getattr(host, kind).names() for kind in ("models", "losses", "datasets", "latents", "metrics")}
+    return {kind: getattr(host, kind).names() for kind in ("models", "losses", "datasets", "latents", "metrics",
+                                                          "optimizers")}
 
 
 def plugin_table_defaults(host: PluginHost) -> dict[str, dict]:
@@ -81,7 +84,7 @@ def run_recipe(path: Path, overrides: list[str] = (), resume: bool = False, *, f
             outputs.truncate_metrics(run.step)
             console.print(f"resuming {outputs.directory} at step {run.step}", highlight=False)
         _print_header(console, recipe, run, outputs)
-        train(run, outputs, make_progress(console), meter_state=state.get("meter") if state else None)
+        train(run, outputs, make_progress(console), resumed=state)
     except TrainingInterrupted as stop:
         stop.resume_command = resume_command(path, overrides)
         raise
@@ -173,10 +176,13 @@ def check_recipe(path: Path, overrides: list[str], console: Console, host: Plugi
 
 
 def run_from_checkpoint(path: Path, host: PluginHost | None = None, with_data: bool = False,
-                        overrides: list[str] = ()) -> tuple[Run, dict]:
-    """The models of a checkpoint's run, weights loaded; its dataset too when ``with_data``.
+                        overrides: list[str] = (), device: str | None = None) -> tuple[Run, dict]:
+    """The models of a checkpoint's run, weights and plugin states loaded; its dataset too when
+    ``with_data``. Leaves torch's global generator and thread count as they were.
 
-    ``overrides`` (``--set``) apply to the stored recipe, e.g. a ``data.root`` valid on this machine.
+    ``overrides`` (``--set``) apply to the stored recipe, e.g. a ``data.root`` valid on this
+    machine. ``device`` is where to load it (``"cpu"``, ``"cuda"``, ...); by default the device it
+    was trained on when this machine has it, else the CPU.
     """
     host = host or make_plugin_host()
     state = load_checkpoint(path)
@@ -185,13 +191,25 @@ def run_from_checkpoint(path: Path, host: PluginHost | None = None, with_data: b
         values = apply_overrides(state["recipe"], list(overrides), lambda p: schema_kind(p, plugin_table_defaults(host)))
     except RecipeError as error:
         raise error.located(source) from None
+    values["run"]["device"] = device or loadable_device(values["run"].get("device", "cpu"))
     recipe = recipe_from_dict(values, host, source)
     shape = None if with_data else tuple(state["image_shape"])
-    run = Run(recipe, host, Path(path).parent.parent, image_shape=shape)
-    run.generator.load_state_dict(state["generator"])
-    run.discriminator.load_state_dict(state["discriminator"])
+    run = Run(recipe, host, Path(path).parent.parent, image_shape=shape, keep_global_state=True)
+    with does_not_fit(path):
+        load_weights(run, state)
+    restore_plugin_states(run, state, path)
     run.step = int(state["step"])
     return run, state
+
+
+def loadable_device(trained_on: str) -> str:
+    """Where a checkpoint trained on ``trained_on`` can be loaded here: there if this machine has
+    it, else the CPU (a CUDA checkpoint opens on a machine without a GPU)."""
+    try:
+        resolve_device(trained_on)
+    except RecipeError:
+        return "cpu"
+    return trained_on
 
 
 def sample_checkpoint(path: Path, out: Path, n: int, seed: int, traverse: str | None = None,
@@ -206,14 +224,17 @@ def sample_checkpoint(path: Path, out: Path, n: int, seed: int, traverse: str | 
 
 
 def evaluate_run(run_directory: Path, host: PluginHost | None = None, overrides: list[str] = (),
-                 checkpoint: str = LAST) -> tuple[dict[str, float], Run]:
+                 checkpoint: str = LAST, part: str = "train", device: str | None = None,
+                 ) -> tuple[dict[str, float], Run, ImageData]:
     """``ganforge eval``: every registered metric on one of the run's checkpoints (the last by
-    default) and its dataset."""
+    default) and its dataset: the images it trained on (``part="train"``), or the ``data.holdout``
+    images it never saw (``part="holdout"``). Returns the results, the run and the images scored."""
     host = host or make_plugin_host()
     path = Path(run_directory) / "checkpoints" / checkpoint
-    run, _ = run_from_checkpoint(path, host, with_data=True, overrides=overrides)
+    run, _ = run_from_checkpoint(path, host, overrides=overrides, device=device)
+    data = load_data(run.recipe, host, part)
     results: dict[str, float] = {}
     for entry in host.metrics:
-        result = host.guarded(entry.plugin, entry.value, run, run.data)
+        result = host.guarded(entry.plugin, entry.value, run, data)
         results.update(check_metric_result(result, host.origin(host.metrics, entry.name)))
-    return results, run
+    return results, run, data

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -37,18 +40,64 @@ class DiscriminatorOutput:
     heads: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def takes_conditions(module: nn.Module) -> bool:
+    """Whether ``module``'s forward has a ``conditions`` parameter (labels, codes: see the hooks)."""
+    return "conditions" in inspect.signature(module.forward).parameters
+
+
 class DiscriminatorWithHeads(nn.Module):
-    """The discriminator plus the plugins' heads, trained and checkpointed as one module."""
+    """The discriminator plus the plugins' heads, trained and checkpointed as one module.
+
+    A head whose forward takes ``conditions`` receives the pass's conditions (a dict of tensors: the
+    sampled latents for fakes, ``ganforge_real_conditions`` for real images); a head with
+    ``adds_to_logits = True`` returns ``(B,)`` values that are added to the adversarial logits (a
+    projection discriminator's class term).
+    """
 
     def __init__(self, trunk: Discriminator, heads: dict[str, nn.Module]):
         super().__init__()
         self.trunk = trunk
         self.heads = nn.ModuleDict(heads)
+        # Read once here: attribute lookups on the heads inside forward would break under wrapping.
+        self._conditioned = {name: takes_conditions(head) for name, head in heads.items()}
+        self._to_logits = [name for name, head in heads.items() if getattr(head, "adds_to_logits", False)]
 
-    def forward(self, images: torch.Tensor) -> DiscriminatorOutput:
+    def forward(self, images: torch.Tensor, conditions: dict[str, torch.Tensor] | None = None) -> DiscriminatorOutput:
         features = self.trunk.features(images)
-        heads = {name: head(features) for name, head in self.heads.items()}
-        return DiscriminatorOutput(self.trunk.adversarial(features), features, heads)
+        conditions = conditions or {}
+        heads = {name: head(features, conditions=conditions) if self._conditioned[name] else head(features)
+                 for name, head in self.heads.items()}
+        logits = self.trunk.adversarial(features)
+        for name in self._to_logits:
+            logits = logits + heads[name]
+        return DiscriminatorOutput(logits, features, heads)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module itself under DistributedDataParallel (``.module``) and ``torch.compile``
+    (``._orig_mod``): checkpoints and attribute reads use it, so their keys carry no prefix."""
+    while True:
+        inner = getattr(module, "module", None) if isinstance(module, nn.parallel.DistributedDataParallel) else None
+        inner = inner if inner is not None else getattr(module, "_orig_mod", None)
+        if inner is None:
+            return module
+        module = inner
+
+
+@contextlib.contextmanager
+def frozen_batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Batch norm in ``module`` normalises with the batch's own statistics but leaves its running
+    statistics alone: for passes that are not the discriminator's real/fake training passes (the
+    generator's, a consistency or penalty pass), whose images must not shape what evaluation uses."""
+    norms = [layer for layer in unwrap(module).modules()
+             if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.track_running_stats]
+    for layer in norms:
+        layer.track_running_stats = False
+    try:
+        yield
+    finally:
+        for layer in norms:
+            layer.track_running_stats = True
 
 
 def init_weights_dcgan(module: nn.Module) -> None:

@@ -31,6 +31,7 @@ REGISTRY_KINDS = {
     "datasets": "dataset",
     "latents": "latent distribution",
     "metrics": "metric",
+    "optimizers": "optimizer",
     "run_plugins": "plugin table",
 }
 
@@ -82,6 +83,7 @@ class PluginHost:
     datasets: Registry = field(default_factory=lambda: Registry("dataset"))
     latents: Registry = field(default_factory=lambda: Registry("latent distribution"))
     metrics: Registry = field(default_factory=lambda: Registry("metric"))
+    optimizers: Registry = field(default_factory=lambda: Registry("optimizer"))
     run_plugins: Registry = field(default_factory=lambda: Registry("plugin table"))
     broken: dict[str, BrokenPlugin] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)

@@ -121,6 +121,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "download": Field(False, bool),
         "image_size": Field(0, int, between(0, MAX_IMAGE_SIZE)),  # 0 keeps the dataset's size
         "size": Field(0, int, between(0, MAX_GENERATED_IMAGES)),  # generated datasets: how many images (0: default)
+        "holdout": Field(0, int, between(0, MAX_GENERATED_IMAGES)),  # images kept out of training, for evaluation
     },
     "model": {
         "name": Field("dcgan", str, registry="models"),
@@ -143,6 +144,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "checkpoint_every": Field(1000, int, positive),
         "keep_checkpoints": Field(3, int, non_negative),  # periodic ones kept besides last.pt
         "threads": Field(0, int, between(0, MAX_THREADS)),  # 0 keeps torch's default
+        "optimizer": Field("adam", str, registry="optimizers"),
     },
     "loss": {
         "name": Field("non-saturating", str, registry="losses"),

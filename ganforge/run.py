@@ -2,11 +2,13 @@
 
 The :class:`Run` is what every per-run hook receives. It is built in the order the hooks are
 documented: run plugins switched on, data loaded, generator inputs collected, models built, heads
-attached, optimizers made.
+attached, ``ganforge_models_built``, optimizers made, image transforms collected.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +16,17 @@ import torch
 from torch import nn
 
 from .contracts import check_data, check_latent, check_loss, check_models
-from .data import Batcher, DataSettings, ImageData, resolve_data_root
+from .data import Batcher, DataSettings, ImageData, resolve_data_root, select_holdout
 from .errors import GanforgeError, PluginError, RecipeError
 from .latents import LatentDistribution
-from .registry import unknown_name_message
-from .models import Discriminator, DiscriminatorWithHeads
+from .models import Discriminator, DiscriminatorWithHeads, takes_conditions
 from .pluginmanager import PluginHost
 from .recipe import Recipe
+from .registry import unknown_name_message
+from .streams import RandomStreams
 
 NOISE = "z"
 FIXED_SAMPLES = 64  # the fixed latent batch behind every sample grid
-
-# Independent random streams, so that adding a sample grid or a plugin never shifts the data order.
-STREAM_DATA, STREAM_LATENTS, STREAM_FIXED = 1, 2, 3
-
-
-def seeded_generator(seed: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -43,8 +39,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_data(recipe: Recipe, host: PluginHost) -> ImageData:
-    """The recipe's dataset, through its dataset plugin."""
+def load_data(recipe: Recipe, host: PluginHost, part: str = "train") -> ImageData:
+    """The recipe's dataset, through its dataset plugin: the images trained on (``part="train"``),
+    or the ``data.holdout`` images kept out of training (``part="holdout"``)."""
     data = recipe.data
     settings = DataSettings(
         name=data.name, root=resolve_data_root(data.root), split=data.split, download=data.download,
@@ -53,7 +50,7 @@ def load_data(recipe: Recipe, host: PluginHost) -> ImageData:
     entry = host.datasets.entry(data.name)
     images = host.guarded(entry.plugin, entry.value, settings=settings)
     check_data(images, host.origin(host.datasets, data.name))
-    return images
+    return select_holdout(images, data.holdout, part, source=recipe.source)
 
 
 class Run:
@@ -62,13 +59,17 @@ class Run:
     Attributes available to setup hooks: ``recipe``, ``host``, ``directory``, ``device``, ``data``,
     ``plugins`` (the switched-on plugin objects by table name). After setup: ``inputs``,
     ``generator``, ``discriminator``, ``loss``, ``optimizer_g``, ``optimizer_d``, ``batcher``,
-    ``step`` and ``images_seen``.
+    ``step`` and ``images_seen``; ``rng(name)`` gives a plugin its own checkpointed random stream.
+    ``generator`` and ``discriminator`` are the modules themselves; a wrapper (DDP, compile) may
+    stand in for them during training, so read attributes from :func:`ganforge.models.unwrap` of them.
     """
 
     def __init__(self, recipe: Recipe, host: PluginHost, directory: Path, data: ImageData | None = None,
-                 image_shape: tuple[int, int, int] | None = None):
+                 image_shape: tuple[int, int, int] | None = None, keep_global_state: bool = False):
         """Build the run. With ``image_shape`` instead of ``data``, build only the models (to sample
-        from a checkpoint without its dataset); such a run has no ``data`` and cannot train."""
+        from a checkpoint without its dataset); such a run has no ``data`` and cannot train.
+        ``keep_global_state`` leaves torch's global generator and thread count as they were (for
+        loading a checkpoint inside someone else's program)."""
         self.recipe = recipe
         self.host = host
         self.directory = Path(directory)
@@ -77,32 +78,47 @@ class Run:
         self.images_seen = 0
         self.plugins: dict[str, Any] = {}
         self.inputs: dict[str, LatentDistribution] = {}
-        seed = recipe.run.seed
-        if recipe.train.threads:
+        self.streams = RandomStreams(recipe.run.seed)
+        self.transforms: list[tuple[str, Callable]] = []
+        if recipe.train.threads and not keep_global_state:
             torch.set_num_threads(recipe.train.threads)
-        # Model initialisation draws from torch's global generator: seed it first.
-        torch.manual_seed(seed)
+        seeding = torch.random.fork_rng(devices=[]) if keep_global_state else contextlib.nullcontext()
         try:
-            self._switch_on_plugins()
-            if image_shape is None:
-                self.data = data if data is not None else load_data(recipe, host)
-                image_shape = self.data.image_shape
-            else:
-                self.data = None
-            self.image_shape = tuple(image_shape)
-            self._collect_inputs()
-            self._build_models()
+            with seeding:
+                # Model initialisation draws from torch's global generator: seed it first.
+                torch.manual_seed(recipe.run.seed)
+                self._build(data, image_shape)
         except RecipeError as error:
             # Plugins name the key; the recipe knows the file.
             raise (error.located(recipe.source) if not error.source else error) from None
-        self.latent_rng = seeded_generator(seed, STREAM_LATENTS)
-        self.fixed_latents = self.sample_latents(FIXED_SAMPLES, seeded_generator(seed, STREAM_FIXED))
+        self.latent_rng = self.rng("latents", "cpu")
+        self.fixed_latents = self.sample_latents(FIXED_SAMPLES, self.rng("fixed", "cpu"))
         if self.data is not None:
             batch_size = recipe.train.batch_size
             if batch_size > len(self.data):
                 raise RecipeError(f"{batch_size} exceeds the dataset's {len(self.data)} images",
                                   source=recipe.source, key="train.batch_size")
-            self.batcher = Batcher(self.data, batch_size, seeded_generator(seed, STREAM_DATA), self.device)
+            self.batcher = Batcher(self.data, batch_size, self.rng("data", "cpu"), self.device)
+
+    def _build(self, data: ImageData | None, image_shape: tuple[int, int, int] | None) -> None:
+        self._switch_on_plugins()
+        if image_shape is None:
+            self.data = data if data is not None else load_data(self.recipe, self.host)
+            image_shape = self.data.image_shape
+        else:
+            self.data = None
+        self.image_shape = tuple(image_shape)
+        self._collect_inputs()
+        self._build_models()
+        self.host.hook.ganforge_models_built(run=self)
+        self._make_optimizers()
+        self._collect_transforms()
+
+    def rng(self, name: str, device: torch.device | str | None = None) -> torch.Generator:
+        """The run's random stream ``name`` (on the run's device unless ``device`` says), seeded from
+        the run's seed and the name, saved in checkpoints and restored on resume. Plugins draw from
+        their own named stream, so that they never shift the data order or each other's draws."""
+        return self.streams.get(name, self.device if device is None else device)
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -176,8 +192,10 @@ class Run:
             raise PluginError(f"model {self.host.origin(self.host.models, recipe.model.name)} built a"
                               f" {type(trunk).__name__}, not a ganforge.models.Discriminator")
         generator, trunk = generator.to(self.device), trunk.to(self.device)
+        self._generator_takes_conditions = takes_conditions(generator)
+        probe = self.sample_latents(2, torch.Generator().manual_seed(0)) if self._generator_takes_conditions else None
         check_models(generator, trunk, self.image_shape, self.input_dim,
-                     self.host.origin(self.host.models, recipe.model.name), self.device)
+                     self.host.origin(self.host.models, recipe.model.name), self.device, probe)
         heads: dict[str, nn.Module] = {}
         for contribution in self.host.hook.ganforge_discriminator_heads(run=self, feature_dim=trunk.feature_dim):
             for name, module in contribution:
@@ -188,10 +206,8 @@ class Run:
         self.discriminator = DiscriminatorWithHeads(trunk, dict(sorted(heads.items()))).to(self.device)
         self.loss = self.host.losses.get(recipe.loss.name)
         check_loss(self.loss, self.host.origin(self.host.losses, recipe.loss.name))
-        train = recipe.train
-        betas = (train.beta1, train.beta2)
-        self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=train.g_lr, betas=betas)
-        self.optimizer_d = torch.optim.Adam(self._discriminator_groups(train.d_lr), lr=train.d_lr, betas=betas)
+        self.parameter_groups = {"G": [{"params": list(generator.parameters()), "lr": recipe.train.g_lr}],
+                                 "D": self._discriminator_groups(recipe.train.d_lr)}
 
     def _discriminator_groups(self, d_lr: float) -> list[dict]:
         """D's parameters as optimizer groups: the trunk at ``train.d_lr``, and each head at its own
@@ -201,6 +217,61 @@ class Run:
             if any(True for _ in head.parameters()):
                 groups.append({"params": list(head.parameters()), "lr": getattr(head, "learning_rate", 0) or d_lr})
         return groups
+
+    def _make_optimizers(self) -> None:
+        """The recipe's optimizer over ``parameter_groups``, as ``ganforge_models_built`` left them
+        (a plugin may add groups, change their rates, or freeze parameters, which are left out)."""
+        train = self.recipe.train
+        entry = self.host.optimizers.entry(train.optimizer)
+        optimizers = []
+        for network in ("G", "D"):
+            groups = [{**group, "params": [p for p in group["params"] if p.requires_grad]}
+                      for group in self.parameter_groups[network]]
+            groups = [group for group in groups if group["params"]]
+            optimizer = self.host.guarded(entry.plugin, entry.value, groups, betas=(train.beta1, train.beta2))
+            if not isinstance(optimizer, torch.optim.Optimizer):
+                raise PluginError(f"optimizer {self.host.origin(self.host.optimizers, train.optimizer)} returned a"
+                                  f" {type(optimizer).__name__}, expected a torch.optim.Optimizer")
+            optimizers.append(optimizer)
+        self.optimizer_g, self.optimizer_d = optimizers
+
+    def _collect_transforms(self) -> None:
+        """The image transforms every discriminator pass goes through, in their declared order."""
+        found = [pair for contribution in self.host.hook.ganforge_discriminator_transforms(run=self)
+                 for pair in contribution]
+        names = [name for name, _ in found]
+        if len(set(names)) != len(names):
+            raise PluginError(f"two plugins contribute an image transform of one name: {', '.join(sorted(names))}")
+        self.transforms = sorted(found, key=lambda pair: (getattr(pair[1], "order", 0), pair[0]))
+
+    # -- what the step calls ---------------------------------------------------------------------
+
+    def transform(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` through every transform (augmentation) before the discriminator sees them,
+        each drawing from its own stream ``transform/<name>``."""
+        for name, transform in self.transforms:
+            images = transform(images, self.rng(f"transform/{name}"))
+        return images
+
+    def real_conditions(self, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What conditioned discriminator heads see for a real batch (``ganforge_real_conditions``)."""
+        merged: dict[str, torch.Tensor] = {}
+        for contribution in self.host.hook.ganforge_real_conditions(run=self, labels=labels):
+            merged.update(contribution)
+        return merged
+
+    def generator_forward(self, latents: dict[str, torch.Tensor], generator: nn.Module | None = None) -> torch.Tensor:
+        """G's images in [-1, 1] for ``latents``: the concatenated input row, and the latents
+        themselves as ``conditions`` for a generator whose forward takes them (conditional BN)."""
+        generator = self.generator if generator is None else generator
+        row = self.generator_input(latents)
+        return generator(row, conditions=latents) if self._generator_takes_conditions else generator(row)
+
+    def inference_generator(self) -> nn.Module:
+        """The generator behind pictures, traversals, ``load_generator`` and metrics: a plugin may
+        offer another (an exponential moving average) through ``ganforge_inference_generator``."""
+        offered = self.host.hook.ganforge_inference_generator(run=self)
+        return self.generator if offered is None else offered
 
     # -- latents -------------------------------------------------------------------------------
 
@@ -222,11 +293,13 @@ class Run:
 
     @torch.no_grad()
     def generate(self, latents: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Images in [0, 1] for ``latents``, with the generator in eval mode (BN running statistics)."""
-        was_training = self.generator.training
-        self.generator.eval()
+        """Images in [0, 1] for ``latents`` from the inference generator in eval mode (BN running
+        statistics)."""
+        generator = self.inference_generator()
+        was_training = generator.training
+        generator.eval()
         try:
-            images = self.generator(self.generator_input(latents))
+            images = self.generator_forward(latents, generator)
         finally:
-            self.generator.train(was_training)
+            generator.train(was_training)
         return images.add(1).div(2).clamp(0, 1)

@@ -18,21 +18,25 @@ from typing import Self
 
 import torch
 
+from .checkpoint import restore_plugin_states
 from .errors import GanforgeError, PluginError
-from .losses import LossTerm
-from .models import DiscriminatorOutput
+from .losses import LossTerm, adversarial_loss
+from .models import DiscriminatorOutput, frozen_batch_statistics
 from .outputs import RunOutputs
 from .run import Run
 
 
 @dataclass
 class StepContext:
-    """What the loss-term hooks see in one phase of one step.
+    """What the objective and the loss-term hooks see in one phase of one step.
 
     ``phase`` is ``"D"`` or ``"G"``. In the D phase ``fake`` is detached and ``d_real`` holds the
-    discriminator's output on ``real``; in the G phase ``fake`` is attached to the generator's graph,
-    ``d_fake`` is the updated discriminator's output on it and ``d_real`` is ``None``.
-    ``latents`` maps each generator input (``"z"`` and every plugin input) to its sampled batch.
+    discriminator's output on ``real``; in the G phase ``fake`` is attached to the generator's graph
+    and ``d_fake`` is the updated discriminator's output on it, while ``d_real`` is computed only if
+    something reads it (a relativistic loss). ``latents`` maps each generator input (``"z"`` and
+    every plugin input) to its sampled batch; ``conditions`` holds what conditioned heads saw for
+    the real images (``ganforge_real_conditions``). What D saw went through the run's image
+    transforms (``ganforge_discriminator_transforms``); ``real`` and ``fake`` are the untransformed images.
     """
 
     phase: str
@@ -43,8 +47,24 @@ class StepContext:
     latents: dict[str, torch.Tensor]
     fake: torch.Tensor
     d_fake: DiscriminatorOutput
-    d_real: DiscriminatorOutput | None = None
+    _d_real: DiscriminatorOutput | None = None
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
+    conditions: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def d_real(self) -> DiscriminatorOutput:
+        if self._d_real is None:  # the G phase: one more pass, only when asked for
+            self._d_real = self.discriminate(self.real, self.conditions)
+        return self._d_real
+
+    def discriminate(self, images: torch.Tensor, conditions: dict[str, torch.Tensor] | None = None,
+                     transform: bool = True) -> DiscriminatorOutput:
+        """An extra discriminator pass (a gradient penalty, a consistency term), through the run's
+        image transforms unless ``transform`` is false. It trains through whatever objective uses
+        it, but never moves D's batch-norm running statistics: only the real/fake passes of the D
+        phase do."""
+        with frozen_batch_statistics(self.run.discriminator):
+            return self.run.discriminator(self.run.transform(images) if transform else images, conditions)
 
     def log(self, name: str, value: torch.Tensor | float) -> None:
         """Log an extra scalar for this step (e.g. a mutual-information bound) under ``name``."""
@@ -52,82 +72,108 @@ class StepContext:
 
 
 def objective(phase: str, adversarial: torch.Tensor, contributions: list, logs: dict) -> torch.Tensor:
-    """The adversarial loss plus every plugin term, each logged by name (``loss/D/info/digit``)."""
+    """The adversarial loss plus every plugin term, each logged by name (``loss/D/info/digit``).
+
+    Every value is summed in float32, whatever precision the passes ran in."""
     terms: list[LossTerm] = [term for group in contributions for term in group]
     for term in terms:
         if not isinstance(term, LossTerm):
             raise PluginError(f"a {phase} loss-term hook returned {type(term).__name__}, not a LossTerm")
     # pluggy calls implementations newest first: sort so the sum does not depend on install order.
     terms.sort(key=lambda term: term.name)
-    total = adversarial
-    logs[f"loss/{phase}/adv"] = adversarial.detach()
+    total = adversarial.float()
+    logs[f"loss/{phase}/adv"] = total.detach()
     for term in terms:
         key = f"loss/{phase}/{term.name}"
         if key in logs:
             raise PluginError(f"two plugins add a {phase} loss term named {term.name!r}")
-        logs[key] = term.value.detach()
-        total = total + term.weight * term.value
+        value = term.value.float()
+        logs[key] = value.detach()
+        total = total + term.weight * value
     logs[f"loss/{phase}/total"] = total.detach()
     return total
+
+
+def trainable(module: torch.nn.Module) -> list[torch.Tensor]:
+    """The parameters an optimizer step may change: a plugin may have frozen some (a fixed feature
+    network), and each keeps its own flag."""
+    return [parameter for parameter in module.parameters() if parameter.requires_grad]
+
+
+def discriminator_step(run: Run) -> tuple[StepContext, torch.Tensor, dict[str, torch.Tensor]]:
+    """One D update on a fresh batch and fresh fakes; returns its context, the fakes (still
+    attached to G's graph) and its logs."""
+    hook = run.host.hook
+    real, labels, new_epoch = run.batcher.next()
+    if new_epoch:
+        hook.ganforge_epoch_end(run=run, epoch=run.batcher.epoch)
+    latents = run.sample_latents(real.shape[0])
+    fake = run.generator_forward(latents)
+    conditions = run.real_conditions(labels)
+    d_real = run.discriminator(run.transform(real), conditions)
+    d_fake = run.discriminator(run.transform(fake.detach()), latents)
+    logs: dict[str, torch.Tensor] = {}
+    ctx = StepContext("D", run.step + 1, run, real, labels, latents, fake.detach(), d_fake, d_real, logs, conditions)
+    total = objective("D", adversarial_loss(run.loss, ctx), hook.ganforge_discriminator_loss_terms(ctx=ctx), logs)
+    run.optimizer_d.zero_grad(set_to_none=True)
+    # Gradients for D's trainable parameters only: an image a penalty made differentiable gets none.
+    total.backward(inputs=trainable(run.discriminator))
+    run.optimizer_d.step()
+    run.images_seen += real.shape[0]
+    return ctx, fake, logs
 
 
 def train_step(run: Run) -> dict[str, torch.Tensor]:
     """One generator step and the discriminator steps before it; returns the step's detached logs."""
     hook = run.host.hook
-    generator, discriminator, loss = run.generator, run.discriminator, run.loss
-    logs: dict[str, torch.Tensor] = {}
 
-    # Update D on real and detached fake images.
-    for _ in range(run.recipe.train.d_steps):
-        real, labels, new_epoch = run.batcher.next()
-        if new_epoch:
-            hook.ganforge_epoch_end(run=run, epoch=run.batcher.epoch)
-        latents = run.sample_latents(real.shape[0])
-        fake = generator(run.generator_input(latents))
-        d_real, d_fake = discriminator(real), discriminator(fake.detach())
-        ctx = StepContext("D", run.step + 1, run, real, labels, latents, fake.detach(), d_fake, d_real, logs)
-        adversarial = loss.discriminator_loss(d_real.logits, d_fake.logits)
-        total = objective("D", adversarial, hook.ganforge_discriminator_loss_terms(ctx=ctx), logs)
-        run.optimizer_d.zero_grad(set_to_none=True)
-        total.backward()
-        run.optimizer_d.step()
-        run.images_seen += real.shape[0]
+    # Update D on real and detached fake images; with several D steps, each term is logged as
+    # its mean over them.
+    d_steps = [discriminator_step(run) for _ in range(run.recipe.train.d_steps)]
+    ctx, fake, _ = d_steps[-1]
+    logs = mean_logs([step_logs for _, _, step_logs in d_steps])
 
-    # Update G through the updated D, on the last D step's fakes. D needs no gradients of its own
-    # here, so its parameters are frozen for this pass (the gradients still flow through it to G).
-    discriminator.requires_grad_(False)
-    try:
-        d_fake = discriminator(fake)
-        ctx = StepContext("G", run.step + 1, run, real, labels, latents, fake, d_fake, None, logs)
-        adversarial = loss.generator_loss(d_fake.logits)
-        total = objective("G", adversarial, hook.ganforge_generator_loss_terms(ctx=ctx), logs)
-        run.optimizer_g.zero_grad(set_to_none=True)
-        total.backward()
-        run.optimizer_g.step()
-    finally:
-        discriminator.requires_grad_(True)
+    # Update G through the updated D, on the last D step's fakes. Only G's parameters receive
+    # gradients (D's own flags are left alone), and this pass does not move D's batch statistics.
+    with frozen_batch_statistics(run.discriminator):
+        d_fake = run.discriminator(run.transform(fake), ctx.latents)
+    ctx = StepContext("G", ctx.step, run, ctx.real, ctx.labels, ctx.latents, fake, d_fake, None, logs, ctx.conditions)
+    total = objective("G", adversarial_loss(run.loss, ctx), hook.ganforge_generator_loss_terms(ctx=ctx), logs)
+    run.optimizer_g.zero_grad(set_to_none=True)
+    total.backward(inputs=trainable(run.generator))
+    run.optimizer_g.step()
     return logs
 
 
+def mean_logs(per_step: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Each name's mean over the D steps that logged it."""
+    if len(per_step) == 1:
+        return per_step[0]
+    names = dict.fromkeys(name for logs in per_step for name in logs)
+    return {name: torch.stack([logs[name] for logs in per_step if name in logs]).mean() for name in names}
+
+
 class Meter:
-    """Means of the logged scalars since the last flush; floats are read only at the log cadence,
-    since reading a tensor's value is a device sync."""
+    """Means of the logged scalars since the last flush, each over the steps that logged it (a
+    term logged every 16 steps is not diluted by the other 15); floats are read only at the log
+    cadence, since reading a tensor's value is a device sync."""
 
     def __init__(self, state: dict | None = None, device: torch.device | None = None):
         self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {}
         if state:  # a checkpoint's unlogged sums: the next record averages the same steps
             self.sums = {name: total.to(device) for name, total in state["sums"].items()}
-            self.count = int(state["count"])
+            counts = state.get("counts") or dict.fromkeys(self.sums, state.get("count", 1))  # older checkpoints: one count
+            self.counts = {name: int(counts[name]) for name in self.sums}
 
     def add(self, logs: dict[str, torch.Tensor]) -> None:
         for name, value in logs.items():
             self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
-        self.count += 1
+            self.counts[name] = self.counts.get(name, 0) + 1
 
     def means(self, step: int) -> dict[str, float]:
         """The means so far; a non-finite one stops the run, naming the term and the step."""
-        means = {name: float(total) / self.count for name, total in self.sums.items()}
+        means = {name: float(total) / self.counts[name] for name, total in self.sums.items()}
         for name, value in means.items():
             if not math.isfinite(value):
                 raise GanforgeError(f"loss term {name} became {value} by step {step}; stopped before any"
@@ -136,11 +182,11 @@ class Meter:
 
     def flush(self, step: int) -> dict[str, float]:
         means = self.means(step)
-        self.sums, self.count = {}, 0
+        self.sums, self.counts = {}, {}
         return means
 
     def state_dict(self) -> dict:
-        return {"sums": dict(self.sums), "count": self.count}
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -197,19 +243,22 @@ class StopRequests:
         self.signal_number = number
 
 
-def train(run: Run, outputs: RunOutputs, progress, meter_state: dict | None = None) -> None:
+def train(run: Run, outputs: RunOutputs, progress, resumed: dict | None = None) -> None:
     """Train ``run`` to ``train.steps``, logging, sampling and checkpointing at the recipe's cadences.
 
-    ``meter_state`` is a resumed checkpoint's ``"meter"``. SIGINT or SIGTERM ends the current step,
-    writes ``last.pt`` and raises :class:`TrainingInterrupted`. ``ganforge_train_end`` is called
-    however the loop ends; a checkpoint is only ever written from weights whose logged losses were
-    all finite.
+    ``resumed`` is the checkpoint a resumed run started from: its unlogged sums, and its plugin
+    states, loaded after ``ganforge_train_start`` so that no plugin's set-up overwrites them.
+    SIGINT or SIGTERM ends the current step, writes ``last.pt`` and raises
+    :class:`TrainingInterrupted`. ``ganforge_train_end`` is called however the loop ends; a
+    checkpoint is only ever written from weights whose logged losses were all finite.
     """
     hook = run.host.hook
     cadence = run.recipe.train
-    meter = Meter(meter_state, run.device)
+    meter = Meter(resumed.get("meter") if resumed else None, run.device)
     error: BaseException | None = None
     hook.ganforge_train_start(run=run)
+    if resumed:
+        restore_plugin_states(run, resumed, outputs.last_checkpoint)
     progress.start(total=cadence.steps, completed=run.step, images=run.images_seen)
     started, images_at_start = time.perf_counter(), run.images_seen
     try:

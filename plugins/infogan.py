@@ -30,7 +30,6 @@ from ganforge.data import to_model_range
 from ganforge.errors import RecipeError
 from ganforge.latents import LatentDistribution
 from ganforge.losses import LossTerm
-from ganforge.run import seeded_generator
 from ganforge.traversal import save_traversal
 
 from .clustering import contingency, matched_accuracy, normalized_mutual_information, purity
@@ -53,7 +52,7 @@ DEFAULTS = {
 }
 CODE_KEYS = ("name", "dist", "size", "weight")
 HEAD = "q"
-AUGMENT_STREAM = 17  # beside the core's data, latent and fixed-sample streams (1, 2, 3)
+MOVES_STREAM = "infogan/moves"  # the consistency term's random moves
 
 
 @dataclass(frozen=True)
@@ -132,21 +131,12 @@ class InfoGAN:
                 raise RecipeError(f"must be a number >= 0 (0: off), got {settings[key]}", key=key)
         self.real_info_weight = float(settings["real_info_weight"])
         self.consistency_weight = float(settings["consistency_weight"])
-        # The consistency term's own random stream, seeded per run and kept in checkpoints.
-        self.augment_rng: torch.Generator | None = None
         self.codes: dict[str, LatentDistribution] = {}
 
     # -- setup -----------------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
-        return {"augment_rng": self.augment_rng.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.augment_rng.set_state(state["augment_rng"])
-
     @hookimpl
     def ganforge_generator_inputs(self, run):
-        self.augment_rng = seeded_generator(run.recipe.run.seed, AUGMENT_STREAM)
         for index, spec in enumerate(self.specs):
             where = f"plugins.infogan.codes[{index}]"
             code = run.make_distribution(spec.dist, spec.size, spec.options, key=where, name_key=f"{where}.dist")
@@ -193,7 +183,9 @@ class InfoGAN:
         params = self.code_params(ctx.d_real.heads[HEAD])
         moved = None
         if self.consistency_weight:
-            moved = self.code_params(ctx.run.discriminator(jitter(ctx.real, self.augment_rng)).heads[HEAD])
+            # Its own stream (checkpointed by the core); its own pass, which leaves D's batch statistics alone.
+            moved_images = jitter(ctx.real, ctx.run.rng(MOVES_STREAM))
+            moved = self.code_params(ctx.discriminate(moved_images, ctx.conditions).heads[HEAD])
         terms = []
         for name in categorical:
             log_p = params[name].log_softmax(dim=1)
@@ -277,7 +269,7 @@ def jitter(images: torch.Tensor, rng: torch.Generator, moves: Moves = Moves()) -
     a digit. Slant, width and stroke weight matter most on MNIST: left free, Q may split a digit
     class into upright and slanted, or thin and bold, halves. Borders are repeated (background)."""
     n = images.shape[0]
-    draws = (torch.rand(n, 7, generator=rng) * 2 - 1).to(images.device)
+    draws = torch.rand(n, 7, generator=rng, device=rng.device).to(images.device) * 2 - 1
     angle = draws[:, 0] * math.radians(moves.degrees)
     zoom, slant = 1 + draws[:, 1] * moves.scale, draws[:, 2] * moves.shear
     widen = 1 + draws[:, 3] * moves.stretch

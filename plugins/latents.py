@@ -26,9 +26,17 @@ from ganforge.latents import LatentDistribution, gaussian_nll, numbers_row, reje
 SIGMA_MODES = ("fixed", "learned")
 # Bounds on a learned log σ (σ from 0.0067 to 7.4): a head that predicts a tiny σ early in training
 # would otherwise scale the squared error by 1/σ² without limit, and exp() of a large output
-# overflows. Inside the bounds the NLL is exactly the Gaussian one; outside, that output gets no
-# gradient, which is harmless for codes of scale about 1 (a Q that fits them settles well inside).
+# overflows. The bounds are soft (softplus on both sides): log σ is a smooth increasing function
+# of the head's output, whose gradient shrinks near and beyond the bounds but never vanishes, so a
+# head pushed out can always come back (a hard clamp gives it no gradient at all there).
 LOG_SIGMA_MIN, LOG_SIGMA_MAX = -5.0, 2.0
+
+
+def soft_bound(raw: torch.Tensor, low: float = LOG_SIGMA_MIN, high: float = LOG_SIGMA_MAX) -> torch.Tensor:
+    """``raw`` squeezed smoothly into (low - 0.001, high) (for bounds 7 apart), increasing, with a gradient everywhere
+    (softplus from below, then from above)."""
+    above_low = low + F.softplus(raw - low)
+    return high - F.softplus(high - above_low)
 
 
 # -- option checks: messages say what is wrong and what would be right ------------------------------
@@ -77,7 +85,7 @@ class GaussianScored(LatentDistribution):
     ``sigma = "fixed"``: Q predicts only the mean (``param_dim = size``) and σ is the ``std``
     option (default 1.0), so the NLL is ``0.5 * |value - mean|² / std²`` plus a constant.
     ``sigma = "learned"``: Q predicts the mean, then log σ (``param_dim = 2 * size``, in that
-    order); log σ is clamped to [LOG_SIGMA_MIN, LOG_SIGMA_MAX].
+    order); log σ is softly bounded to (LOG_SIGMA_MIN, LOG_SIGMA_MAX) by :func:`soft_bound`.
     """
 
     kind = "continuous"
@@ -97,12 +105,12 @@ class GaussianScored(LatentDistribution):
         return 2 * self.size if self.sigma == "learned" else self.size
 
     def split_params(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
-        """Q's raw outputs as (mean, log σ): log σ is clamped when learned, a float when fixed."""
+        """Q's raw outputs as (mean, log σ): log σ softly bounded when learned, a float when fixed."""
         _check_width(self, params, self.param_dim, "params")
         if self.sigma == "fixed":
             return params, math.log(self.std)
         mean, log_sigma = params.split(self.size, dim=1)
-        return mean, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+        return mean, soft_bound(log_sigma)
 
     def nll(self, value, params):
         _check_width(self, value, self.input_dim, "value")

@@ -20,12 +20,14 @@ def builtin_plugins():
     import ganforge_plugins.infogan
     import ganforge_plugins.latents
     import ganforge_plugins.losses
+    import ganforge_plugins.optimizers
     import ganforge_plugins.shapes
 
     return [
         ("dcgan", ganforge_plugins.dcgan), ("losses", ganforge_plugins.losses),
         ("latents", ganforge_plugins.latents), ("datasets", ganforge_plugins.datasets),
         ("shapes", ganforge_plugins.shapes), ("infogan", ganforge_plugins.infogan),
+        ("optimizers", ganforge_plugins.optimizers),
     ]
 
 

@@ -207,7 +207,8 @@ def test_ganforge_discriminator_heads_attach_to_the_features_and_train_with_d(tm
     d_phase, g_phase = plugin.contexts
     assert d_phase.d_real.heads["probe"].shape == (16, 2)
     assert d_phase.d_fake.heads["probe"].shape == (16, 2)
-    assert g_phase.d_fake.heads["probe"].requires_grad and g_phase.d_real is None
+    # D(real) is computed in the G phase only when something reads ctx.d_real.
+    assert g_phase.d_fake.heads["probe"].requires_grad and g_phase._d_real is None
 
 
 # -- per step: the terms' gradients reach exactly the networks the docs say ------------------------

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ganforge.latents import LatentDistribution, gaussian_nll
-from ganforge_plugins.latents import LOG_SIGMA_MAX, LOG_SIGMA_MIN
+from ganforge_plugins.latents import LOG_SIGMA_MAX, LOG_SIGMA_MIN, soft_bound
 
 from .conftest import make_host
 
@@ -144,20 +144,24 @@ def test_learned_sigma_nll_is_the_gaussian_log_density_with_q_predicting_mean_th
     code = build(name, 3, sigma="learned")
     assert code.param_dim == 6
     value = code.sample(8, seeded())
-    params = random_params(code, 8)  # log σ in about [-2, 2]: inside the clamp
-    mean, log_sigma = params[:, :3], params[:, 3:]
-    assert LOG_SIGMA_MIN < log_sigma.min() and log_sigma.max() < LOG_SIGMA_MAX
-    expected = -D.Normal(mean, log_sigma.exp()).log_prob(value).sum(1)
+    params = random_params(code, 8)  # raw log σ in about [-2, 2]: inside the bounds
+    mean, raw_log_sigma = params[:, :3], params[:, 3:]
+    assert LOG_SIGMA_MIN < raw_log_sigma.min() and raw_log_sigma.max() < LOG_SIGMA_MAX
+    # Q's second half is log σ through the soft bound: a smooth, increasing map of the raw output.
+    expected = -D.Normal(mean, soft_bound(raw_log_sigma).exp()).log_prob(value).sum(1)
     torch.testing.assert_close(code.nll(value, params), expected)
 
 
-def test_learned_log_sigma_is_clamped_so_the_nll_stays_finite():
+def test_learned_log_sigma_is_softly_bounded_so_the_nll_stays_finite():
     code = build("gaussian", 1, sigma="learned")
     value, mean = torch.tensor([[0.5]]), torch.tensor([[0.0]])
     for raw, bound in [(-80.0, LOG_SIGMA_MIN), (80.0, LOG_SIGMA_MAX)]:
-        params = torch.tensor([[0.0, raw]])
+        params = torch.tensor([[0.0, raw]], requires_grad=True)
+        nll = code.nll(value, params)
         expected = -D.Normal(mean, math.exp(bound)).log_prob(value).sum(1)
-        torch.testing.assert_close(code.nll(value, params), expected)
+        torch.testing.assert_close(nll.detach(), expected, rtol=5e-3, atol=0)  # at the bound, within 0.001 of it
+        nll.sum().backward()
+        assert torch.isfinite(params.grad).all()
 
 
 def test_gaussian_nll_helper_takes_a_fixed_or_a_per_sample_log_sigma():

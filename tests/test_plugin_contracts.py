@@ -434,7 +434,7 @@ def test_a_metric_must_return_a_dict_of_floats(tmp_path):
     with pytest.raises(ContractError, match=r"metric probe \(plugin 'probe'\): result is float, expected a dict"):
         evaluate_run(run.directory, host)
     host = make_host(("probe", registering("ganforge_register_metrics", "probe", lambda run, data: {"x": torch.tensor(2)})))
-    results, _ = evaluate_run(run.directory, host)
+    results, *_ = evaluate_run(run.directory, host)
     assert results["x"] == 2.0 and isinstance(results["x"], float)
 
 
