@@ -14,6 +14,8 @@ from rich.table import Table
 
 from . import __version__
 from .errors import GANFORGE_BUG, GanforgeError, UsageError, exit_code_table
+from .evaluation import DEFAULT_IMAGES
+from .evaluator import EVALUATOR_EPOCHS
 from .pluginmanager import make_plugin_host, one_line
 
 app = typer.Typer(
@@ -142,22 +144,37 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. run
              checkpoint: str = typer.Option("last.pt", "--checkpoint", help="A file in the run's checkpoints/."),
              on: str = typer.Option("train", "--on", help="Score the images trained on ('train'), or the"
                                                         " data.holdout images the run never saw ('holdout')."),
+             metrics: str | None = typer.Option(None, "--metrics", help="Comma-separated metric names (default: all"
+                                                                       " that can run)."),
+             n: int = typer.Option(DEFAULT_IMAGES, "--n", min=100, max=100_000,
+                                   help="Real and generated images the sample-quality metrics compare."),
+             seed: int = typer.Option(0, "--seed", min=0, help="Seed of the generated images and real choice."),
+             evaluator: Path | None = typer.Option(None, "--evaluator", help="A feature network file (with its .json)."),
+             train_evaluator: bool = typer.Option(False, "--train-evaluator",
+                                                  help="Train the dataset's default feature network if it is missing."),
              device: str | None = typer.Option(None, "--device", help="Where to load the checkpoint (default: where"
                                                                     " it was trained if this machine has it, else cpu).")):
-    """Evaluate a run's last checkpoint on its dataset with every registered metric
-    (for InfoGAN: each categorical code's matched accuracy and NMI against the labels)."""
+    """Evaluate a run's checkpoint on its dataset with the registered metrics: InfoGAN's category
+    matching, and FID, KID, precision, recall, density and coverage in a feature network's space
+    (`ganforge evaluator train` makes one); every figure with how it was made."""
     import json
 
     from .data import PARTS
+    from .evaluation import EvalSettings
     from .launch import evaluate_run
 
     with reporting():
         if on not in PARTS:
             raise UsageError(f"--on must be one of {', '.join(PARTS)}, got {on!r}")
+        names = [name.strip() for name in metrics.split(",") if name.strip()] if metrics is not None else None
+        settings = EvalSettings(n=n, seed=seed, evaluator_path=evaluator, train_evaluator=train_evaluator)
         results, run, data = evaluate_run(run_dir, host=plugin_host(), overrides=set_, checkpoint=checkpoint,
-                                          part=on, device=device)
+                                          part=on, device=device, metrics=names, settings=settings)
+    for name, why in settings.skipped.items():
+        say(f"note: {name} skipped: {why}")
     if json_output:
-        print(json.dumps({"run": str(run_dir), "step": run.step, "on": on, "eval_images": len(data), **results}))
+        print(json.dumps({"run": str(run_dir), "step": run.step, "on": on, "eval_images": len(data), **results,
+                          "provenance": settings.provenance}))
         return
     table = Table("metric", "value", title=f"{run_dir} at step {run.step}, on {len(data)} {run.recipe.data.name}"
                                            f" images ({on})")
@@ -166,6 +183,42 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. run
     if not results:
         table.add_row("(none)", "no metric applies to this run")
     console.print(table)
+    for name, facts in settings.provenance.items():
+        console.print(f"{name}: " + ", ".join(f"{key} {value}" for key, value in facts.items()), highlight=False,
+                      markup=False)
+
+
+evaluator_app = typer.Typer(no_args_is_help=True, help="Feature networks for the sample-quality metrics.")
+app.add_typer(evaluator_app, name="evaluator")
+
+
+@evaluator_app.command("train")
+def evaluator_train(data: str = typer.Option(..., "--data", help="A labelled dataset: mnist, fashion-mnist, shapes, cifar10."),
+                    root: str = typer.Option("", "--root", help="Its folder (as data.root)."),
+                    split: str = typer.Option("all", "--split", help="train, test or all (as data.split)."),
+                    image_size: int = typer.Option(0, "--image-size", min=0, help="As data.image_size (0: as stored)."),
+                    holdout: int = typer.Option(2000, "--holdout", min=1, help="Images held out to measure it (the"
+                                                                                " same ones as data.holdout)."),
+                    epochs: int = typer.Option(EVALUATOR_EPOCHS, "--epochs", min=1, max=100),
+                    out: Path | None = typer.Option(None, "--out", help="Weights file (default: the cache, where"
+                                                                       " ganforge eval looks).")):
+    """Train a small classifier on a labelled dataset as the feature network of FID, KID and
+    precision/recall; writes its weights, their SHA-256 and a record of how it was made."""
+    from .evaluator import default_path, train_evaluator
+    from .launch import recipe_from_dict
+    from .run import load_data
+
+    with reporting():
+        host = plugin_host()
+        recipe = recipe_from_dict({"data": {"name": data, "root": root, "split": split, "image_size": image_size}},
+                                    host, "ganforge evaluator train")
+        images = load_data(recipe, host, "train", holdout=0)
+        path = out or default_path(data, images.image_shape)
+        evaluator = train_evaluator(images, data, split, holdout, epochs, path,
+                                    log=lambda line: console.print(line, highlight=False))
+        held = evaluator.record["held_out"]
+        console.print(f"wrote {path} (sha256 {evaluator.sha256}); accuracy {held['accuracy']:.4f} on"
+                      f" {held['images']} held-out images; record {path.with_suffix('.json')}", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> None:

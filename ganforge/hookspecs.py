@@ -80,8 +80,12 @@ def ganforge_register_latents(register):
 def ganforge_register_metrics(register):
     """Register metrics computed on a trained run (by ``ganforge eval``).
 
-    Call ``register(name, metric)`` where ``metric(run, data)`` returns a dict of named floats
-    (or an empty dict when the metric does not apply to this run). Return value ignored.
+    Call ``register(name, metric)`` where ``metric(run, data, settings)`` (any subset of those
+    names) returns a dict of named floats (or an empty dict when the metric does not apply to this
+    run). ``data`` are the images scored; ``settings`` is a :class:`ganforge.evaluation.EvalSettings`:
+    ``n``, ``seed``, the verified feature network (``evaluator()``), cached real features,
+    seeded generated images, and ``record(name, **facts)`` for the figures' provenance.
+    Return value ignored.
     """
 
 

@@ -13,6 +13,8 @@ from .checkpoint import (does_not_fit, load_checkpoint, load_weights, restore_pl
                          seed_global_rngs)
 from .contracts import check_metric_result
 from .errors import GanforgeError, RecipeError
+from .evaluation import EvalSettings, chosen_metrics, evaluator_trainer, metric_arguments
+from .evaluator import EvaluatorError
 from .images import save_grid
 from .models import count_parameters
 from .outputs import LAST, RunOutputs
@@ -225,16 +227,33 @@ def sample_checkpoint(path: Path, out: Path, n: int, seed: int, traverse: str | 
 
 def evaluate_run(run_directory: Path, host: PluginHost | None = None, overrides: list[str] = (),
                  checkpoint: str = LAST, part: str = "train", device: str | None = None,
+                 metrics: list[str] | None = None, settings: EvalSettings | None = None,
                  ) -> tuple[dict[str, float], Run, ImageData]:
-    """``ganforge eval``: every registered metric on one of the run's checkpoints (the last by
-    default) and its dataset: the images it trained on (``part="train"``), or the ``data.holdout``
-    images it never saw (``part="holdout"``). Returns the results, the run and the images scored."""
+    """``ganforge eval``: the registered metrics (``metrics``, all by default) on one of the run's
+    checkpoints (the last by default) and its dataset: the images it trained on
+    (``part="train"``), or the ``data.holdout`` images it never saw (``part="holdout"``).
+
+    A metric that needs a feature network is skipped when none is available and it was not asked
+    for by name (``settings.skipped`` says why); asked for, it is a one-line error. Returns the
+    results, the run and the images scored; ``settings.provenance`` says how each was made."""
     host = host or make_plugin_host()
+    settings = settings or EvalSettings()
+    entries = chosen_metrics(host, metrics)
     path = Path(run_directory) / "checkpoints" / checkpoint
     run, _ = run_from_checkpoint(path, host, overrides=overrides, device=device)
     data = load_data(run.recipe, host, part)
+    settings.part = part
+    settings._dataset = (run.recipe.data.name, tuple(run.image_shape))
+    settings.trainer = settings.trainer or evaluator_trainer(run, host, load_data)
     results: dict[str, float] = {}
-    for entry in host.metrics:
-        result = host.guarded(entry.plugin, entry.value, run, data)
+    for entry in entries:
+        try:
+            arguments = metric_arguments(entry.value, run=run, data=data, settings=settings)
+            result = host.guarded(entry.plugin, entry.value, **arguments)
+        except EvaluatorError as error:
+            if metrics is not None:
+                raise
+            settings.skipped[entry.name] = str(error)
+            continue
         results.update(check_metric_result(result, host.origin(host.metrics, entry.name)))
     return results, run, data

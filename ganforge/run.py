@@ -39,9 +39,10 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_data(recipe: Recipe, host: PluginHost, part: str = "train") -> ImageData:
+def load_data(recipe: Recipe, host: PluginHost, part: str = "train", holdout: int | None = None) -> ImageData:
     """The recipe's dataset, through its dataset plugin: the images trained on (``part="train"``),
-    or the ``data.holdout`` images kept out of training (``part="holdout"``)."""
+    or the ``data.holdout`` images kept out of training (``part="holdout"``); ``holdout``
+    overrides the recipe's count (0: every image)."""
     data = recipe.data
     settings = DataSettings(
         name=data.name, root=resolve_data_root(data.root), split=data.split, download=data.download,
@@ -50,7 +51,7 @@ def load_data(recipe: Recipe, host: PluginHost, part: str = "train") -> ImageDat
     entry = host.datasets.entry(data.name)
     images = host.guarded(entry.plugin, entry.value, settings=settings)
     check_data(images, host.origin(host.datasets, data.name))
-    return select_holdout(images, data.holdout, part, source=recipe.source)
+    return select_holdout(images, data.holdout if holdout is None else holdout, part, source=recipe.source)
 
 
 class Run:

@@ -320,6 +320,32 @@ def categorical_clustering(run, data) -> dict[str, float]:
     return results
 
 
+
+
+def generated_category_agreement(run, settings) -> dict[str, float]:
+    """For each categorical code: images generated per category (the rest of the latents drawn
+    as usual), classified by the feature network; matched accuracy and NMI of the categories
+    against its classes. Complements Q's accuracy on real images: it asks whether G draws one
+    class per category, not whether Q reads one."""
+    plugin = run.plugins.get("infogan")
+    categorical = {name: code for name, code in (plugin.codes.items() if plugin else ()) if code.kind == "categorical"}
+    if not categorical:
+        return {}
+    evaluator = settings.evaluator()
+    results = {}
+    for name, code in categorical.items():
+        per_category = max(1, settings.n // code.size)
+        categories = torch.arange(code.size).repeat_interleave(per_category)
+        images = settings.generated_images(run, len(categories), {name: nn.functional.one_hot(categories, code.size).float()})
+        table = contingency(categories, evaluator.classify(images), code.size, evaluator.record["classes"])
+        results[f"{name}/generated_accuracy"] = matched_accuracy(table)
+        results[f"{name}/generated_nmi"] = normalized_mutual_information(table)
+        settings.record(f"generated-agreement/{name}", **settings.network_facts(), images_per_category=per_category,
+                        step=run.step, seed=settings.seed)
+    return results
+
+
 @hookimpl
 def ganforge_register_metrics(register):
     register("categorical-clustering", categorical_clustering)
+    register("generated-agreement", generated_category_agreement)

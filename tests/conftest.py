@@ -21,13 +21,14 @@ def builtin_plugins():
     import ganforge_plugins.latents
     import ganforge_plugins.losses
     import ganforge_plugins.optimizers
+    import ganforge_plugins.quality
     import ganforge_plugins.shapes
 
     return [
         ("dcgan", ganforge_plugins.dcgan), ("losses", ganforge_plugins.losses),
         ("latents", ganforge_plugins.latents), ("datasets", ganforge_plugins.datasets),
         ("shapes", ganforge_plugins.shapes), ("infogan", ganforge_plugins.infogan),
-        ("optimizers", ganforge_plugins.optimizers),
+        ("optimizers", ganforge_plugins.optimizers), ("quality", ganforge_plugins.quality),
     ]
 
 
@@ -150,3 +151,10 @@ def assert_one_line_cli_error(result, code: int, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def private_ganforge_home(tmp_path_factory, monkeypatch):
+    """Feature networks and cached features in the machine's own ~/.cache/ganforge never leak in;
+    a test may point GANFORGE_HOME elsewhere itself."""
+    monkeypatch.setenv("GANFORGE_HOME", str(tmp_path_factory.getbasetemp() / "ganforge-home"))
