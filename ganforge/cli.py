@@ -172,6 +172,8 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. run
                                           part=on, device=device, metrics=names, settings=settings)
     for name, why in settings.skipped.items():
         say(f"note: {name} skipped: {why}")
+    for note in settings.notes:
+        say(f"note: {note}")
     if json_output:
         print(json.dumps({"run": str(run_dir), "step": run.step, "on": on, "eval_images": len(data), **results,
                           "provenance": settings.provenance}))
@@ -186,6 +188,53 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. run
     for name, facts in settings.provenance.items():
         console.print(f"{name}: " + ", ".join(f"{key} {value}" for key, value in facts.items()), highlight=False,
                       markup=False)
+
+
+@app.command()
+def compare(run_dirs: list[Path] = typer.Argument(..., help="Run directories evaluated with ganforge eval.",
+                                                  exists=True, file_okay=False),
+            metrics: str | None = typer.Option(None, "--metrics", help="Comma-separated figures (default: every"
+                                                                      " figure of the runs)."),
+            on: str = typer.Option("train", "--on", help="Compare evaluations on 'train' or 'holdout' images."),
+            json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table.")):
+    """One table of the runs' latest evaluations (`ganforge eval` records each in the run's
+    evaluations.jsonl): seeds or variants side by side, with the step each was scored at."""
+    import json
+
+    from .launch import latest_evaluations
+
+    with reporting():
+        records = latest_evaluations(run_dirs, on)
+        figures = list(dict.fromkeys(name for record in records for name in record["results"]))
+        if metrics is not None:
+            wanted = [name.strip() for name in metrics.split(",") if name.strip()]
+            missing = [name for name in wanted if name not in figures]
+            if missing:
+                raise UsageError(f"--metrics: no run has {', '.join(map(repr, missing))}; the runs have:"
+                                 f" {', '.join(figures)}")
+            figures = wanted
+    if json_output:
+        print(json.dumps({"on": on, "runs": [{"run": r["run"], "step": r["step"], "checkpoint": r["checkpoint"],
+                                               **{name: r["results"].get(name) for name in figures}} for r in records]}))
+        return
+    table = Table("run", "step", *figures, title=f"latest evaluations on {on} images")
+    for record in records:
+        values = [f"{record['results'][name]:.4f}" if name in record["results"] else "-" for name in figures]
+        table.add_row(record["run"], str(record["step"]), *values)
+    console.print(table)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory.", exists=True, file_okay=False),
+           out: Path | None = typer.Option(None, "--out", help="HTML file to write (default: RUN_DIR/report.html).")):
+    """Write one self-contained HTML page for a run: loss and metric curves, sample grids over
+    training, every traversal, the latest evaluations with their provenance, the resolved recipe.
+    It loads nothing from the network: open it anywhere, mail it, archive it."""
+    from .report import write_report
+
+    with reporting():
+        path = write_report(run_dir, out)
+    console.print(f"wrote {path}", highlight=False)
 
 
 evaluator_app = typer.Typer(no_args_is_help=True, help="Feature networks for the sample-quality metrics.")

@@ -40,6 +40,7 @@ class EvalSettings:
     trainer: Callable[[Path], Evaluator] | None = None  # trains the default network when asked to
     provenance: dict[str, dict] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # metric -> why it did not run
+    notes: list[str] = field(default_factory=list)
     _evaluator: Evaluator | None = None
     _dataset: tuple[str, tuple[int, int, int]] = ("", (0, 0, 0))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -12,12 +13,12 @@ from rich.table import Table
 from .checkpoint import (does_not_fit, load_checkpoint, load_weights, restore_plugin_states, restore_run_state,
                          seed_global_rngs)
 from .contracts import check_metric_result
-from .errors import GanforgeError, RecipeError
+from .errors import GanforgeError, RecipeError, UsageError
 from .evaluation import EvalSettings, chosen_metrics, evaluator_trainer, metric_arguments
 from .evaluator import EvaluatorError
 from .images import save_grid
 from .models import count_parameters
-from .outputs import LAST, RunOutputs
+from .outputs import LAST, RunOutputs, read_json_lines, writing
 from .data import ImageData
 from .pluginmanager import PluginHost, make_plugin_host
 from .progress import make_progress
@@ -256,4 +257,32 @@ def evaluate_run(run_directory: Path, host: PluginHost | None = None, overrides:
             settings.skipped[entry.name] = str(error)
             continue
         results.update(check_metric_result(result, host.origin(host.metrics, entry.name)))
+    try:
+        record_evaluation(Path(run_directory), {"checkpoint": checkpoint, "step": run.step, "on": part,
+                                                "images": len(data), "results": results,
+                                                "provenance": settings.provenance})
+    except GanforgeError as error:  # a run directory one may read but not write: the figures still count
+        settings.notes.append(f"not recorded for ganforge compare: {error}")
     return results, run, data
+
+
+EVALUATIONS = "evaluations.jsonl"
+
+
+def record_evaluation(run_directory: Path, record: dict) -> None:
+    """Append one evaluation to the run's ``evaluations.jsonl``, which ``ganforge compare`` reads."""
+    path = run_directory / EVALUATIONS
+    with writing(path), path.open("a") as file:
+        file.write(json.dumps(record) + "\n")
+
+
+def latest_evaluations(run_directories: list[Path], part: str = "train") -> list[dict]:
+    """Each run's newest evaluation on ``part`` (any checkpoint), for ``ganforge compare``."""
+    found = []
+    for directory in run_directories:
+        records = [record for record in read_json_lines(Path(directory) / EVALUATIONS) if record.get("on") == part]
+        if not records:
+            raise UsageError(f"{directory} has no evaluation on its {part} images; run `ganforge eval {directory}"
+                             f"{'' if part == 'train' else ' --on ' + part}` first")
+        found.append({"run": str(directory), **records[-1]})
+    return found

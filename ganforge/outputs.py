@@ -19,6 +19,20 @@ from .images import save_grid
 LAST = "last.pt"
 
 
+def read_json_lines(path: Path) -> list[dict]:
+    """The JSON objects of a file, one a line, skipping a line a killed process cut short."""
+    records = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
 class OutputError(GanforgeError):
     """The run directory cannot be created or written (a bad ``run.out_dir``, a full disk)."""
 
@@ -90,16 +104,9 @@ class RunOutputs:
         partly written last line that a killed process may have left."""
         if not self.metrics.exists():
             return
-        kept = []
-        for line in self.metrics.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and record.get("step", 0) <= after_step:
-                kept.append(line)
+        kept = [record for record in read_json_lines(self.metrics) if record.get("step", 0) <= after_step]
         with writing(self.metrics):
-            self.metrics.write_text("".join(line + "\n" for line in kept))
+            self.metrics.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
     def write_samples(self, step: int, images: torch.Tensor) -> Path:
         path = self.samples / f"step_{step:07d}.png"

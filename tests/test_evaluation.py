@@ -106,3 +106,59 @@ def test_metric_mistakes_are_one_line_errors(tmp_path, monkeypatch):
         cached.write_bytes(b"not a tensor file")
     assert_one_line_cli_error(invoke("eval", run.directory, "--metrics", "fid", "--n", "100"), 2,
                               "cannot read the cached real features")
+
+
+def test_compare_puts_the_runs_latest_evaluations_side_by_side(tmp_path):
+    first = run_tiny(tmp_path / "a", plugins={"infogan": INFOGAN})
+    second = run_tiny(tmp_path / "b", plugins={"infogan": INFOGAN}, run={"seed": 1})
+    assert_one_line_cli_error(invoke("compare", first.directory, second.directory), 2,
+                              "has no evaluation on its train images; run `ganforge eval")
+    for run in (first, second):
+        assert invoke("eval", run.directory).exit_code == 0
+    table = json.loads(invoke("compare", first.directory, second.directory, "--json").stdout)
+    evaluated = [json.loads(line) for line in (first.directory / "evaluations.jsonl").read_text().splitlines()]
+    assert table["runs"][0]["shape/accuracy"] == evaluated[-1]["results"]["shape/accuracy"]
+    assert [row["step"] for row in table["runs"]] == [4, 4]
+    printed = invoke("compare", first.directory, second.directory, "--metrics", "shape/accuracy")
+    assert printed.exit_code == 0 and "shape/accuracy" in printed.stdout
+    assert_one_line_cli_error(invoke("compare", first.directory, "--metrics", "fid"), 2, "--metrics: no run has 'fid'")
+
+
+def test_report_is_one_self_contained_page_with_curves_samples_traversals_and_evaluations(tmp_path):
+    import re
+
+    run = run_tiny(tmp_path, plugins={"infogan": {**INFOGAN, "traverse_every_sample": True}})
+    assert invoke("eval", run.directory).exit_code == 0
+    result = invoke("report", run.directory)
+    assert result.exit_code == 0, result.stderr
+    page = (run.directory / "report.html").read_text()
+    samples = len(list((run.directory / "samples").glob("*.png")))
+    assert page.count('src="data:image/png;base64,') == samples > 2
+    assert page.count("<svg") >= 2 and "polyline" in page and "loss/D/info/shape" in page
+    assert "shape/accuracy" in page and "[plugins.infogan]" in page
+    # Nothing that a browser would fetch: no external source, link, script or stylesheet.
+    assert not re.search(r"""(src|href)=["'](?!data:)""", page) and "<script" not in page and "<link" not in page
+    assert_one_line_cli_error(invoke("report", tmp_path), 2, "is not a run directory")
+
+
+def test_the_report_renders_in_a_headless_browser(tmp_path):
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    run = run_tiny(tmp_path, plugins={"infogan": INFOGAN})
+    page = invoke("report", run.directory)
+    assert page.exit_code == 0
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600", f"--screenshot={shot}",
+                    (run.directory / "report.html").as_uri()], check=True, capture_output=True, timeout=120)
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        pixels = image.convert("L").resize((60, 80))
+        assert image.size == (1200, 1600)
+        assert len(set(pixels.getdata())) > 5  # something was drawn, not a blank page
