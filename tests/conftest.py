@@ -15,6 +15,7 @@ SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 def builtin_plugins():
     """The built-in plugin modules, registered by hand so nothing else installed leaks in."""
+    import ganforge_plugins.continuous_codes
     import ganforge_plugins.datasets
     import ganforge_plugins.dcgan
     import ganforge_plugins.infogan
@@ -29,6 +30,7 @@ def builtin_plugins():
         ("latents", ganforge_plugins.latents), ("datasets", ganforge_plugins.datasets),
         ("shapes", ganforge_plugins.shapes), ("infogan", ganforge_plugins.infogan),
         ("optimizers", ganforge_plugins.optimizers), ("quality", ganforge_plugins.quality),
+        ("continuous_codes", ganforge_plugins.continuous_codes),
     ]
 
 

@@ -162,3 +162,35 @@ def test_the_report_renders_in_a_headless_browser(tmp_path):
         pixels = image.convert("L").resize((60, 80))
         assert image.size == (1200, 1600)
         assert len(set(pixels.getdata())) > 5  # something was drawn, not a blank page
+
+
+def test_image_moments_read_slant_width_height_and_ink():
+    from ganforge_plugins.continuous_codes import image_moments, rank_correlation
+
+    canvas = -torch.ones(4, 1, 28, 28)
+    for y in range(6, 22):
+        canvas[0, 0, y, 14] = 1  # upright bar
+        canvas[1, 0, y, 14 + (22 - y) // 2] = 1  # top leans right: "/"
+        canvas[2, 0, y, 14 - (22 - y) // 2] = 1  # top leans left
+    canvas[3, 0, 12:16, 4:24] = 1  # a wide, low block
+    measures = image_moments(canvas)
+    assert abs(float(measures["slant"][0])) < 1e-6
+    assert measures["slant"][1] > 0.3 and measures["slant"][2] < -0.3
+    assert measures["width"][3] > measures["height"][3] and measures["height"][0] > measures["width"][0]
+    assert float(measures["mass"][0]) == 16 and float(measures["mass"][3]) == 80
+    torch.testing.assert_close(rank_correlation(torch.tensor([[1.0, 2, 3], [3.0, 2, 1]])), torch.tensor([1.0, -1.0]))
+
+
+def test_continuous_codes_reports_each_code_s_correlations_and_whether_the_class_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANFORGE_HOME", str(tmp_path / "home"))
+    codes = {"codes": [*INFOGAN["codes"], {"name": "tilt", "dist": "uniform", "size": 1, "weight": 0.1}],
+             "traverse_every_sample": False}
+    run = run_tiny(tmp_path, plugins={"infogan": codes})
+    train_evaluator(run.data, "shapes", "train", 56, epochs=1, out=default_path("shapes", run.data.image_shape),
+                    log=lambda line: None)
+    report = json.loads(invoke("eval", run.directory, "--json", "--metrics", "continuous-codes").stdout)
+    for measure in ("slant", "width", "height", "mass"):
+        assert -1 <= report[f"tilt/rho_{measure}"] <= 1
+    assert 0 < report["tilt/kept"] <= 1
+    assert report["provenance"]["continuous-codes/tilt"]["strongest"] in ("slant", "width", "height", "mass")
+    assert not any(key.startswith("shape/rho") for key in report)  # categorical codes are not swept
