@@ -18,6 +18,7 @@ def builtin_plugins():
     import ganforge_plugins.continuous_codes
     import ganforge_plugins.datasets
     import ganforge_plugins.dcgan
+    import ganforge_plugins.disentanglement
     import ganforge_plugins.infogan
     import ganforge_plugins.latents
     import ganforge_plugins.losses
@@ -31,6 +32,7 @@ def builtin_plugins():
         ("shapes", ganforge_plugins.shapes), ("infogan", ganforge_plugins.infogan),
         ("optimizers", ganforge_plugins.optimizers), ("quality", ganforge_plugins.quality),
         ("continuous_codes", ganforge_plugins.continuous_codes),
+        ("disentanglement", ganforge_plugins.disentanglement),
     ]
 
 
