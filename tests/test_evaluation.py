@@ -19,7 +19,6 @@ INFOGAN = {"codes": [{"name": "shape", "dist": "categorical", "size": 4, "weight
 
 @pytest.fixture(scope="module")
 def digits():
-    from ganforge_plugins.datasets import MNIST  # noqa: F401  (the loader the recipes use)
     from ganforge.data import DataSettings
 
     from .conftest import SHARED_MNIST, make_host
