@@ -129,9 +129,12 @@ def train_step(run: Run) -> dict[str, torch.Tensor]:
 
     # Update D on real and detached fake images; with several D steps, each term is logged as
     # its mean over them.
-    d_steps = [discriminator_step(run) for _ in range(run.recipe.train.d_steps)]
-    ctx, fake, _ = d_steps[-1]
-    logs = mean_logs([step_logs for _, _, step_logs in d_steps])
+    # Only the last step's fakes are kept: each holds G's graph until the G update.
+    per_step = []
+    for _ in range(run.recipe.train.d_steps):
+        ctx, fake, step_logs = discriminator_step(run)
+        per_step.append(step_logs)
+    logs = mean_logs(per_step)
 
     # Update G through the updated D, on the last D step's fakes. Only G's parameters receive
     # gradients (D's own flags are left alone), and this pass does not move D's batch statistics.
