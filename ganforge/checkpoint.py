@@ -53,6 +53,7 @@ def run_state(run, meter: dict[str, Any] | None = None) -> dict[str, Any]:
         "data_order": run.batcher.state_dict(),
         "plugins": plugin_states(run),
         "meter": meter or {},
+        "eval_best": run.eval_best,  # eval.best's figure, value and step so far (ganforge.scoring)
     }
 
 
@@ -71,6 +72,7 @@ def restore_run_state(run, state: dict[str, Any], source: Path) -> None:
         run.batcher.load_state_dict(state["data_order"])
         run.step = int(state["step"])
         run.images_seen = int(state["images_seen"])
+        run.eval_best = state.get("eval_best")
 
 
 def legacy_streams(rng: dict[str, Any]) -> dict[str, dict]:

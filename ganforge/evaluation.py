@@ -125,6 +125,27 @@ def chosen_metrics(host, names: list[str] | None) -> list:
     return [host.metrics.entry(name) for name in names]
 
 
+def score(run, data: ImageData, entries: list, settings: EvalSettings, strict: bool) -> dict[str, float]:
+    """Every metric of ``entries`` on ``run`` and ``data``, each result checked. A metric that needs
+    a feature network none can provide is skipped (``settings.skipped`` says why) unless
+    ``strict`` (it was asked for by name), when it is a one-line error."""
+    from .contracts import check_metric_result
+
+    host = run.host
+    results: dict[str, float] = {}
+    for entry in entries:
+        try:
+            arguments = metric_arguments(entry.value, run=run, data=data, settings=settings)
+            result = host.guarded(entry.plugin, entry.value, **arguments)
+        except EvaluatorError as error:
+            if strict:
+                raise
+            settings.skipped[entry.name] = str(error)
+            continue
+        results.update(check_metric_result(result, host.origin(host.metrics, entry.name)))
+    return results
+
+
 def evaluator_trainer(run, host, load_data) -> Callable[[Path], Evaluator]:
     """Trains the default feature network for the run's dataset (only when the user asked)."""
 

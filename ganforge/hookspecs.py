@@ -246,6 +246,15 @@ def ganforge_step_end(run, step, logs):
 
 
 @hookspec
+def ganforge_log(run, step, record):
+    """Called with every record the core writes to ``metrics.jsonl``: the training figures at the
+    log cadence (``loss/D/total``, ``images_per_s``, ...) and the ``[eval]`` figures
+    (``eval/fid``, ...). ``record`` maps names to plain numbers and holds ``step`` and ``images``.
+    For loggers (TensorBoard, experiment trackers): the values are synced already.
+    """
+
+
+@hookspec
 def ganforge_epoch_end(run, epoch):
     """Called when the data order has been used up; ``epoch`` is the number of finished epochs."""
 

@@ -12,10 +12,8 @@ from rich.table import Table
 
 from .checkpoint import (does_not_fit, load_checkpoint, load_weights, restore_plugin_states, restore_run_state,
                          seed_global_rngs)
-from .contracts import check_metric_result
 from .errors import GanforgeError, RecipeError, UsageError
-from .evaluation import EvalSettings, chosen_metrics, evaluator_trainer, metric_arguments
-from .evaluator import EvaluatorError
+from .evaluation import EvalSettings, chosen_metrics, evaluator_trainer, score
 from .images import save_grid
 from .models import count_parameters
 from .outputs import LAST, RunOutputs, read_json_lines, writing
@@ -31,6 +29,11 @@ from .traversal import save_traversal
 RESUMABLE_CHANGES = {
     "run.out_dir", "data.root", "data.download", "train.steps", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.threads",
+    # Scoring never changes what is trained (ganforge.scoring).
+    "eval.every", "eval.metrics", "eval.n", "eval.seed", "eval.on", "eval.best", "eval.direction", "eval.evaluator",
+    "eval.train_evaluator",
+    # Logging only.
+    "plugins.tensorboard", "plugins.tensorboard.logdir", "plugins.tensorboard.images",
 }
 
 
@@ -246,17 +249,7 @@ def evaluate_run(run_directory: Path, host: PluginHost | None = None, overrides:
     settings.part = part
     settings._dataset = (run.recipe.data.name, tuple(run.image_shape))
     settings.trainer = settings.trainer or evaluator_trainer(run, host, load_data)
-    results: dict[str, float] = {}
-    for entry in entries:
-        try:
-            arguments = metric_arguments(entry.value, run=run, data=data, settings=settings)
-            result = host.guarded(entry.plugin, entry.value, **arguments)
-        except EvaluatorError as error:
-            if metrics is not None:
-                raise
-            settings.skipped[entry.name] = str(error)
-            continue
-        results.update(check_metric_result(result, host.origin(host.metrics, entry.name)))
+    results = score(run, data, entries, settings, strict=metrics is not None)
     try:
         record_evaluation(Path(run_directory), {"checkpoint": checkpoint, "step": run.step, "on": part,
                                                 "images": len(data), "results": results,

@@ -79,6 +79,7 @@ class RunOutputs:
     def prepare(self, recipe_toml: str, resume: bool) -> None:
         """Create the folders and write the resolved recipe, after :meth:`check_start`."""
         self.check_start(resume)
+        self.created = not self.directory.exists()
         with writing(self.directory / "recipe.toml"):
             for folder in (self.directory, self.samples, self.checkpoints):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -86,7 +87,11 @@ class RunOutputs:
 
     def discard(self) -> None:
         """Remove what :meth:`prepare` and the first steps wrote, for a run that failed before its
-        first checkpoint; the folder itself goes too unless something else is in it."""
+        first checkpoint: the whole folder when this run created it (plugins' files too), else the
+        core's files, and the folder itself unless something else is in it."""
+        if getattr(self, "created", False):
+            shutil.rmtree(self.directory, ignore_errors=True)
+            return
         for path in (self.directory / "recipe.toml", self.metrics):
             path.unlink(missing_ok=True)
         for folder in (self.samples, self.checkpoints):

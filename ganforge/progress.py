@@ -45,6 +45,10 @@ class RichProgress:
     def advance(self, step: int, images: int) -> None:
         self.bar.update(self.task, completed=step)
 
+    def note(self, line: str) -> None:
+        """A line above the bar (an evaluation's figures)."""
+        self.bar.console.print(line, highlight=False, markup=False, soft_wrap=True)
+
     def stop(self) -> None:
         self.bar.stop()
 
@@ -72,6 +76,9 @@ class PlainProgress:
 
     def advance(self, step: int, images: int) -> None:
         pass
+
+    def note(self, line: str) -> None:
+        self.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     def stop(self) -> None:
         pass

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from .data import SPLITS
+from .data import PARTS, SPLITS
 from .errors import RecipeError
 from .registry import did_you_mean, unknown_name_message
 
@@ -148,6 +148,18 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "loss": {
         "name": Field("non-saturating", str, registry="losses"),
+    },
+    # Metrics computed while training (ganforge.scoring); none of these keys changes what is trained.
+    "eval": {
+        "every": Field(0, int, non_negative),  # steps between evaluations; 0: none during training
+        "metrics": Field([], list, registry="metrics"),  # metric names; []: every one that can run
+        "n": Field(1000, int, between(100, 100_000)),  # real and generated images per evaluation
+        "seed": Field(0, int, non_negative),  # the generated latents and the real images chosen
+        "on": Field("train", str, one_of(*PARTS)),  # score against the training or the data.holdout images
+        "best": Field("", str),  # a figure (e.g. "fid", "digit/accuracy"): keep checkpoints/best.pt by it
+        "direction": Field("auto", str, one_of("auto", "min", "max")),  # auto: min for fid/kid, else max
+        "evaluator": Field("", str, path_text),  # a feature network file; "": the dataset's default
+        "train_evaluator": Field(False, bool),  # train the default feature network if it is missing
     },
 }
 PLUGINS_SECTION = "plugins"
@@ -324,12 +336,19 @@ def _validate(raw: dict, names: dict[str, list[str]], plugin_defaults: dict[str,
             complaint = field.check(value) if field.check else None
             if complaint:
                 raise RecipeError(f"{complaint}, got {value!r}", key=dotted)
-            if field.registry and value not in names.get(field.registry, []):
-                message = unknown_name_message("name", value, names.get(field.registry, []), plugin_hint=True)
-                raise RecipeError(message, key=dotted)
+            for index, name in enumerate(value if field.kind is list else [value]):
+                item_key = f"{dotted}[{index}]" if field.kind is list else dotted
+                if field.registry and not isinstance(name, str):
+                    raise RecipeError(f"must be a string, got {name!r}", key=item_key)
+                if field.registry and name not in names.get(field.registry, []):
+                    message = unknown_name_message("name", name, names.get(field.registry, []), plugin_hint=True)
+                    raise RecipeError(message, key=item_key)
             values[section][key] = value
     if not values["run"]["name"]:
         values["run"]["name"] = default_name or "run"
+    if values["eval"]["best"] and not values["eval"]["every"]:
+        raise RecipeError("keeps best.pt only when the run is scored while training: set eval.every too"
+                          " (e.g. eval.every = 500)", key="eval.best")
     values[PLUGINS_SECTION] = validate_plugin_tables(raw.get(PLUGINS_SECTION, {}), plugin_defaults)
     return Recipe(values)
 

@@ -102,9 +102,11 @@ def write_report(run_directory: Path, out: Path | None = None) -> Path:
     names = list(dict.fromkeys(name for record in metrics for name in record if name not in ("step", "images")))
     plots = [svg_plot(metrics, [n for n in names if n.startswith("loss/D/")], "discriminator losses"),
              svg_plot(metrics, [n for n in names if n.startswith("loss/G/")], "generator losses"),
-             svg_plot(metrics, [n for n in names if not n.startswith("loss/") and n != "images_per_s"],
+             svg_plot(metrics, [n for n in names if not n.startswith(("loss/", "eval")) and n != "images_per_s"],
                       "other logged figures"),
              svg_plot(metrics, ["images_per_s"], "images per second")]
+    # The [eval] figures, one plot each: an FID and an accuracy share no scale.
+    scored = [svg_plot(metrics, [name], name.removeprefix("eval/")) for name in names if name.startswith("eval/")]
     samples = sorted((run_directory / "samples").glob("step_*.png"), key=step_of)
     traversals = sorted((run_directory / "samples").glob("traverse_*.png"), key=lambda p: (p.name.rsplit("_", 1)[0], step_of(p)))
     last = metrics[-1] if metrics else {}
@@ -113,6 +115,7 @@ def write_report(run_directory: Path, out: Path | None = None) -> Path:
         f"<p>{last.get('step', 0)} steps, {last.get('images', 0):,} images seen.</p>",
         "<h2>Evaluation</h2>", evaluation_section(read_json_lines(run_directory / "evaluations.jsonl")),
         "<h2>Training curves</h2>", *[plot for plot in plots if plot],
+        *(["<h2>Metrics during training</h2>", *scored] if scored else []),
         "<h2>Samples over training</h2>", *[embedded_png(p, f"step {step_of(p)}") for p in samples],
         "<h2>Traversals</h2>",
         *[embedded_png(p, p.stem.removeprefix("traverse_").replace("_", " at step ", 1)) for p in traversals],

@@ -81,6 +81,7 @@ class Run:
         self.inputs: dict[str, LatentDistribution] = {}
         self.streams = RandomStreams(recipe.run.seed)
         self.transforms: list[tuple[str, Callable]] = []
+        self.eval_best: dict | None = None  # the best eval.best figure so far (ganforge.scoring)
         if recipe.train.threads and not keep_global_state:
             torch.set_num_threads(recipe.train.threads)
         seeding = torch.random.fork_rng(devices=[]) if keep_global_state else contextlib.nullcontext()

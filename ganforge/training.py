@@ -24,6 +24,7 @@ from .losses import LossTerm, adversarial_loss
 from .models import DiscriminatorOutput, frozen_batch_statistics
 from .outputs import RunOutputs
 from .run import Run
+from .scoring import TrainingEvaluation
 
 
 @dataclass
@@ -263,9 +264,12 @@ def train(run: Run, outputs: RunOutputs, progress, resumed: dict | None = None) 
     if resumed:
         restore_plugin_states(run, resumed, outputs.last_checkpoint)
     progress.start(total=cadence.steps, completed=run.step, images=run.images_seen)
+    scoring = TrainingEvaluation(run, outputs, progress) if run.recipe.eval.every else None
     started, images_at_start = time.perf_counter(), run.images_seen
     try:
         with StopRequests(outputs.last_checkpoint) as stop:
+            if scoring and run.step == 0:
+                scoring.evaluate(0, candidate=False)  # fails fast; the curve's first point
             while run.step < cadence.steps:
                 logs = train_step(run)
                 run.step += 1
@@ -278,11 +282,14 @@ def train(run: Run, outputs: RunOutputs, progress, resumed: dict | None = None) 
                               "images_per_s": (run.images_seen - images_at_start) / max(seconds, 1e-9)}
                     outputs.log_metrics(record)
                     progress.log(record)
+                    hook.ganforge_log(run=run, step=step, record=record)
                 progress.advance(step, run.images_seen)
                 if step % cadence.sample_every == 0 or last:
                     images = run.generate(run.fixed_latents)
                     path = outputs.write_samples(step, images)
                     hook.ganforge_samples(run=run, step=step, images=images, path=path)
+                if scoring and scoring.due(step, last):
+                    scoring.evaluate(step, meter.state_dict())
                 saved = step % cadence.checkpoint_every == 0 or last
                 if saved:
                     outputs.save_checkpoint(run, meter.state_dict())

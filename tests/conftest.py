@@ -25,6 +25,7 @@ def builtin_plugins():
     import ganforge_plugins.optimizers
     import ganforge_plugins.quality
     import ganforge_plugins.shapes
+    import ganforge_plugins.tensorboard
 
     return [
         ("dcgan", ganforge_plugins.dcgan), ("losses", ganforge_plugins.losses),
@@ -32,7 +33,7 @@ def builtin_plugins():
         ("shapes", ganforge_plugins.shapes), ("infogan", ganforge_plugins.infogan),
         ("optimizers", ganforge_plugins.optimizers), ("quality", ganforge_plugins.quality),
         ("continuous_codes", ganforge_plugins.continuous_codes),
-        ("disentanglement", ganforge_plugins.disentanglement),
+        ("disentanglement", ganforge_plugins.disentanglement), ("tensorboard", ganforge_plugins.tensorboard),
     ]
 
 
