@@ -149,7 +149,11 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. run
              n: int = typer.Option(DEFAULT_IMAGES, "--n", min=100, max=100_000,
                                    help="Real and generated images the sample-quality metrics compare."),
              seed: int = typer.Option(0, "--seed", min=0, help="Seed of the generated images and real choice."),
-             evaluator: Path | None = typer.Option(None, "--evaluator", help="A feature network file (with its .json)."),
+             evaluator: Path | None = typer.Option(None, "--evaluator", help="A feature network file (with its .json),"
+                                                  " or 'inception' for Inception-v3 from --inception-weights."),
+             inception_weights: Path | None = typer.Option(None, "--inception-weights",
+                                                          help="torch-fidelity's Inception-v3 weights file (default:"
+                                                               " $GANFORGE_INCEPTION_WEIGHTS); checked by SHA-256."),
              train_evaluator: bool = typer.Option(False, "--train-evaluator",
                                                   help="Train the dataset's default feature network if it is missing."),
              device: str | None = typer.Option(None, "--device", help="Where to load the checkpoint (default: where"
@@ -167,7 +171,8 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. run
         if on not in PARTS:
             raise UsageError(f"--on must be one of {', '.join(PARTS)}, got {on!r}")
         names = [name.strip() for name in metrics.split(",") if name.strip()] if metrics is not None else None
-        settings = EvalSettings(n=n, seed=seed, evaluator_path=evaluator, train_evaluator=train_evaluator)
+        settings = EvalSettings(n=n, seed=seed, evaluator_path=evaluator, inception_weights=inception_weights,
+                                train_evaluator=train_evaluator)
         results, run, data = evaluate_run(run_dir, host=plugin_host(), overrides=set_, checkpoint=checkpoint,
                                           part=on, device=device, metrics=names, settings=settings)
     for name, why in settings.skipped.items():

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from . import inception
 from .data import ImageData
 from .errors import UsageError
 from .evaluator import EVALUATOR_EPOCHS, Evaluator, EvaluatorError, default_path, home, load_evaluator, train_evaluator
@@ -35,7 +36,8 @@ class EvalSettings:
     n: int = DEFAULT_IMAGES
     seed: int = 0
     part: str = "train"
-    evaluator_path: Path | None = None
+    evaluator_path: Path | None = None  # a feature network file, or "inception"
+    inception_weights: Path | None = None  # the Inception-v3 weights file (else $GANFORGE_INCEPTION_WEIGHTS)
     train_evaluator: bool = False
     trainer: Callable[[Path], Evaluator] | None = None  # trains the default network when asked to
     provenance: dict[str, dict] = field(default_factory=dict)
@@ -45,8 +47,11 @@ class EvalSettings:
     _dataset: tuple[str, tuple[int, int, int]] = ("", (0, 0, 0))
 
     def evaluator(self) -> Evaluator:
-        """The feature network: ``--evaluator FILE``, else the cached one for this dataset and
-        image shape, trained first only with ``--train-evaluator``. Checked by SHA-256."""
+        """The feature network: ``--evaluator FILE`` (or ``inception``: Inception-v3 from the
+        user's weights file), else the cached one for this dataset and image shape, trained first
+        only with ``--train-evaluator``. Checked by SHA-256."""
+        if self._evaluator is None and str(self.evaluator_path) == inception.NAME:
+            self._evaluator = inception.InceptionFeatures(inception.weights_path(self.inception_weights))
         if self._evaluator is None:
             dataset, shape = self._dataset
             path = self.evaluator_path or default_path(dataset, shape)

@@ -31,7 +31,7 @@ RESUMABLE_CHANGES = {
     "train.checkpoint_every", "train.keep_checkpoints", "train.threads",
     # Scoring never changes what is trained (ganforge.scoring).
     "eval.every", "eval.metrics", "eval.n", "eval.seed", "eval.on", "eval.best", "eval.direction", "eval.evaluator",
-    "eval.train_evaluator",
+    "eval.inception_weights", "eval.train_evaluator",
     # Logging only.
     "plugins.tensorboard", "plugins.tensorboard.logdir", "plugins.tensorboard.images",
 }

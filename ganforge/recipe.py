@@ -158,7 +158,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "on": Field("train", str, one_of(*PARTS)),  # score against the training or the data.holdout images
         "best": Field("", str),  # a figure (e.g. "fid", "digit/accuracy"): keep checkpoints/best.pt by it
         "direction": Field("auto", str, one_of("auto", "min", "max")),  # auto: min for fid/kid, else max
-        "evaluator": Field("", str, path_text),  # a feature network file; "": the dataset's default
+        "evaluator": Field("", str, path_text),  # a feature network file, or "inception"; "": the dataset's default
+        "inception_weights": Field("", str, path_text),  # Inception-v3's weights file ("": $GANFORGE_INCEPTION_WEIGHTS)
         "train_evaluator": Field(False, bool),  # train the default feature network if it is missing
     },
 }

@@ -46,6 +46,7 @@ class TrainingEvaluation:
         self.entries = chosen_metrics(run.host, list(options.metrics) or None)
         self.settings_kwargs = dict(n=options.n, seed=options.seed, part=options.on,
                                     evaluator_path=Path(options.evaluator) if options.evaluator else None,
+                                    inception_weights=Path(options.inception_weights) if options.inception_weights else None,
                                     train_evaluator=options.train_evaluator,
                                     trainer=evaluator_trainer(run, run.host, load_data))
         self.data = run.data if options.on == "train" else load_data(run.recipe, run.host, "holdout")

@@ -4,15 +4,18 @@ recall in its space on real digits, the metrics chosen by name, and every failur
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from ganforge.data import ImageData
+from ganforge.evaluation import EvalSettings
+from ganforge.launch import evaluate_run
 from ganforge.evaluator import EvaluatorError, default_path, load_evaluator, train_evaluator
 from ganforge_plugins.quality import frechet_distance, kernel_distance, manifold_scores
 
-from .conftest import assert_one_line_cli_error, invoke, run_tiny
+from .conftest import assert_one_line_cli_error, invoke, make_host, run_tiny
 
 INFOGAN = {"codes": [{"name": "shape", "dist": "categorical", "size": 4, "weight": 1.0}], "traverse_every_sample": False}
 
@@ -209,10 +212,94 @@ def test_mig_is_1_for_the_true_factors_and_near_0_for_noise():
     assert mutual_information_gap(mixed, factors)[1]["x"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_factorvae_score_is_1_for_the_true_factors_and_about_chance_for_noise():
+    from ganforge_plugins.disentanglement import factorvae_score
+    from ganforge_plugins.shapes import generate_shapes
+
+    factors = generate_shapes(4000, seed=3).labels  # the five factors of 4,000 sprites
+    rng = torch.Generator().manual_seed(0)
+    truth = torch.stack([values.double() for values in factors.values()], dim=1)
+    score, per_factor = factorvae_score(truth, factors, rng)
+    assert score == 1.0 and set(per_factor.values()) == {1.0}
+    # Scaled: a factor with a wide grid does not win by its units.
+    assert factorvae_score(truth * torch.tensor([1.0, 100, 0.01, 7, 1]), factors, rng)[0] == 1.0
+    noise = torch.randn(4000, 5, generator=rng, dtype=torch.float64)
+    assert factorvae_score(noise, factors, rng)[0] < 0.4  # chance is 1/5
+    # Two factors on one dimension, the others lost: that dimension serves one of them at most.
+    merged = torch.stack([factors["pos_x"] * 32.0 + factors["pos_y"], torch.randn(4000, generator=rng, dtype=torch.float64)], 1)
+    assert factorvae_score(merged, factors, rng)[0] < 0.5
+
+
 def test_mig_on_a_shapes_run_names_the_factor_each_code_tracks(tmp_path):
     codes = {"codes": [*INFOGAN["codes"], {"name": "tilt", "dist": "uniform", "size": 1, "weight": 0.1}],
              "traverse_every_sample": False}
     run = run_tiny(tmp_path, plugins={"infogan": codes})
-    report = json.loads(invoke("eval", run.directory, "--json", "--metrics", "mig").stdout)
+    report = json.loads(invoke("eval", run.directory, "--json", "--metrics", "mig,factorvae").stdout)
     assert 0 <= report["mig"] <= 1 and {"mig/shape", "mig/rotation", "mig/pos_x"} <= set(report)
     assert "shape -> " in report["provenance"]["mig"]["tracked"]
+    assert 0 <= report["factorvae"] <= 1 and {"factorvae/shape", "factorvae/pos_y"} <= set(report)
+    assert report["provenance"]["factorvae"]["dimensions"] == "shape, tilt"  # every code Q reads
+
+
+# -- Inception-v3 from the user's weights file ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def untrained_inception_weights(tmp_path_factory):
+    """A file in the layout of torch-fidelity's Inception-v3 weights, with untrained values: the
+    real file cannot be downloaded here, and its checksum must fail to match."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class Untrained(FeatureExtractorInceptionV3):
+        def load_state_dict(self, state_dict, strict=True, assign=False):
+            return None
+
+    folder = tmp_path_factory.mktemp("inception")
+    torch.save({}, folder / "empty.pth")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = Untrained("inception", ["2048"], feature_extractor_weights_path=str(folder / "empty.pth"))
+    torch.save(net.state_dict(), folder / "weights.pth")
+    return folder / "weights.pth"
+
+
+def test_inception_features_need_the_known_weights_and_say_how_to_get_them(tmp_path, monkeypatch,
+                                                                             untrained_inception_weights):
+    from ganforge import inception
+
+    monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
+    run = run_tiny(tmp_path)
+    missing = invoke("eval", run.directory, "--evaluator", "inception", "--metrics", "fid")
+    assert_one_line_cli_error(missing, 2, inception.WEIGHTS_FILE, inception.WEIGHTS_URL, "--inception-weights",
+                              inception.WEIGHTS_ENV, "downloads nothing")
+    monkeypatch.setenv(inception.WEIGHTS_ENV, str(tmp_path / "nowhere.pth"))
+    assert_one_line_cli_error(invoke("eval", run.directory, "--evaluator", "inception", "--metrics", "fid"), 2,
+                              "no Inception-v3 weights file at", inception.WEIGHTS_ENV)
+    # A file of the right layout but other values: refused by its checksum, before it is read.
+    wrong = invoke("eval", run.directory, "--evaluator", "inception", "--metrics", "fid",
+                   "--inception-weights", untrained_inception_weights)
+    assert_one_line_cli_error(wrong, 2, "is not the Inception-v3 weights FID is defined with",
+                              inception.WEIGHTS_SHA256[:16])
+
+
+def test_inception_features_feed_fid_with_their_provenance(tmp_path, monkeypatch, untrained_inception_weights):
+    from ganforge import inception
+    from ganforge.evaluator import sha256_of
+
+    # Accept the untrained file's checksum here: what is tested is the path from weights to scores.
+    digest = sha256_of(untrained_inception_weights)
+    monkeypatch.setattr(inception, "WEIGHTS_SHA256", digest)
+    monkeypatch.setattr(inception.InceptionFeatures.__init__, "__defaults__", (digest,))
+    features = inception.InceptionFeatures(untrained_inception_weights)
+    grey = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    out = features.features(grey)
+    assert out.shape == (3, 2048) and torch.isfinite(out).all()
+    assert torch.equal(out, features.features(grey.expand(-1, 3, -1, -1)))  # grey is three equal channels
+    assert torch.allclose(out, features.features(grey.float() / 127.5 - 1), atol=1e-5)  # [-1, 1] floats alike
+    run = run_tiny(tmp_path)
+    monkeypatch.setenv(inception.WEIGHTS_ENV, str(untrained_inception_weights))
+    settings = EvalSettings(n=24, evaluator_path=Path("inception"))  # few images: 299 px on a CPU is slow
+    results, _, _ = evaluate_run(run.directory, metrics=["fid"], settings=settings, host=make_host())
+    assert results["fid"] > 0
+    facts = settings.provenance["fid"]
+    assert facts["feature_sha256"] == digest and facts["layer"] == "pool3-2048" and facts["real_images"] == 24
