@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from ganforge.data import DataSettings, to_model_range
 from ganforge.evaluator import default_path, load_evaluator
 from ganforge.pluginmanager import make_plugin_host
-from ganforge_plugins.quality import frechet_distance, kernel_distance, manifold_scores
+from ganforge_plugins.metrics.quality import frechet_distance, kernel_distance, manifold_scores
 
 
 def noise(images, strength, rng):

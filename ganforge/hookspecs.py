@@ -154,6 +154,15 @@ def ganforge_models_built(run):
 
 
 @hookspec
+def ganforge_discriminator_steps(run):
+    """How many discriminator updates the plugin's objective needs per generator update (WGAN-GP's
+    critic: 5), or ``None``. Used when the recipe leaves ``train.d_steps`` at 0 (its default);
+    plugins that ask for different numbers are a recipe error naming ``train.d_steps``. Called
+    once, after ``ganforge_models_built``.
+    """
+
+
+@hookspec
 def ganforge_discriminator_transforms(run):
     """Transforms applied to every image the discriminator sees, real and fake, in both phases
     (differentiable augmentation: DiffAugment, ADA).

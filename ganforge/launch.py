@@ -161,7 +161,9 @@ def _print_header(console: Console, recipe: Recipe, run: Run, outputs: RunOutput
         f"ganforge: {recipe.model.name} on {recipe.data.name} ({len(run.data)} images"
         f" {'x'.join(map(str, run.data.image_shape))}), {recipe.loss.name} loss, inputs {inputs},"
         f" plugins: {', '.join(run.plugins) or 'none'}; {recipe.train.steps} steps of {recipe.train.batch_size}"
-        f" -> {outputs.directory}", highlight=False)
+        f"{f', {run.d_steps} D steps each' if run.d_steps > 1 else ''} -> {outputs.directory}", highlight=False)
+    for note in run.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
 
 
 def check_recipe(path: Path, overrides: list[str], console: Console, host: PluginHost | None = None) -> Run:

@@ -134,7 +134,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "train": {
         "steps": Field(1000, int, positive),
         "batch_size": Field(64, int, positive),
-        "d_steps": Field(1, int, between(1, MAX_D_STEPS)),  # discriminator updates per generator update
+        "d_steps": Field(0, int, between(0, MAX_D_STEPS)),  # D updates per G update; 0: the plugins' choice, else 1
         "g_lr": Field(2e-4, float, learning_rate),
         "d_lr": Field(2e-4, float, learning_rate),
         "beta1": Field(0.5, float, below_one),

@@ -82,6 +82,8 @@ class Run:
         self.streams = RandomStreams(recipe.run.seed)
         self.transforms: list[tuple[str, Callable]] = []
         self.eval_best: dict | None = None  # the best eval.best figure so far (ganforge.scoring)
+        self.notes: list[str] = []  # what plugins changed, for the run header and ganforge check
+        self.d_steps = 1
         if recipe.train.threads and not keep_global_state:
             torch.set_num_threads(recipe.train.threads)
         seeding = torch.random.fork_rng(devices=[]) if keep_global_state else contextlib.nullcontext()
@@ -104,6 +106,7 @@ class Run:
 
     def _build(self, data: ImageData | None, image_shape: tuple[int, int, int] | None) -> None:
         self._switch_on_plugins()
+        self._check_combination()
         if image_shape is None:
             self.data = data if data is not None else load_data(self.recipe, self.host)
             image_shape = self.data.image_shape
@@ -113,6 +116,7 @@ class Run:
         self._collect_inputs()
         self._build_models()
         self.host.hook.ganforge_models_built(run=self)
+        self.d_steps = self._discriminator_steps()
         self._make_optimizers()
         self._collect_transforms()
 
@@ -209,16 +213,56 @@ class Run:
         self.loss = self.host.losses.get(recipe.loss.name)
         check_loss(self.loss, self.host.origin(self.host.losses, recipe.loss.name))
         self.parameter_groups = {"G": [{"params": list(generator.parameters()), "lr": recipe.train.g_lr}],
-                                 "D": self._discriminator_groups(recipe.train.d_lr)}
+                                 "D": self.discriminator_groups()}
 
-    def _discriminator_groups(self, d_lr: float) -> list[dict]:
+    def discriminator_groups(self) -> list[dict]:
         """D's parameters as optimizer groups: the trunk at ``train.d_lr``, and each head at its own
-        ``learning_rate`` attribute where it sets one (a Q head may learn faster than D)."""
+        ``learning_rate`` attribute where it sets one (a Q head may learn faster than D). A plugin
+        that replaces layers in ``ganforge_models_built`` assigns this afresh to
+        ``parameter_groups["D"]``."""
+        d_lr = self.recipe.train.d_lr
         groups = [{"params": list(self.discriminator.trunk.parameters()), "lr": d_lr}]
         for head in self.discriminator.heads.values():
             if any(True for _ in head.parameters()):
                 groups.append({"params": list(head.parameters()), "lr": getattr(head, "learning_rate", 0) or d_lr})
         return groups
+
+    def note(self, text: str) -> None:
+        """Say what a plugin changed (a normalisation swapped, layers wrapped): printed by
+        ``ganforge check`` and in the run's header."""
+        self.notes.append(text)
+
+    def _check_combination(self) -> None:
+        """Refuse, before anything trains, an objective whose requirement no switched-on plugin
+        provides (``requires`` on the loss, ``provides`` on plugins), and plugins declared to
+        conflict (a plugin's ``conflicts`` maps another's name to the reason)."""
+        provided = {need for plugin in self.host.pm.get_plugins() for need in getattr(plugin, "provides", ())}
+        loss = self.host.losses.get(self.recipe.loss.name)
+        for need, why in getattr(loss, "requires", {}).items():
+            if need not in provided:
+                raise RecipeError(f"{self.recipe.loss.name!r} {why}", key="loss.name")
+        for name, plugin in self.plugins.items():
+            for other, why in getattr(plugin, "conflicts", {}).items():
+                if other in self.plugins:
+                    raise RecipeError(f"cannot be combined with [plugins.{other}]: {why}", key=f"plugins.{name}")
+
+    def _discriminator_steps(self) -> int:
+        """D updates per G update: ``train.d_steps`` when set, else what the plugins ask for
+        (``ganforge_discriminator_steps``: WGAN-GP's critic wants 5), else 1."""
+        if self.recipe.train.d_steps:
+            return self.recipe.train.d_steps
+        asked = {}
+        for impl in self.host.hook.ganforge_discriminator_steps.get_hookimpls():
+            if (steps := impl.function(run=self)) is not None:
+                asked[impl.plugin_name.removesuffix(".run")] = steps
+        for name, steps in asked.items():
+            if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 1000:
+                raise PluginError(f"plugin {name!r} asked for {steps!r} discriminator steps; expected 1 to 1000")
+        if len(set(asked.values())) > 1:
+            wants = ", ".join(f"{name} {steps}" for name, steps in asked.items())
+            raise RecipeError(f"the plugins ask for different discriminator steps per generator step ({wants});"
+                              " choose with train.d_steps", key="train.d_steps")
+        return next(iter(asked.values()), 1)
 
     def _make_optimizers(self) -> None:
         """The recipe's optimizer over ``parameter_groups``, as ``ganforge_models_built`` left them

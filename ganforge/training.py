@@ -1,6 +1,6 @@
 """The training loop: one readable module.
 
-Per step: update D on real and detached fake images (``train.d_steps`` times), then update G
+Per step: update D on real and detached fake images (``run.d_steps`` times), then update G
 through the updated D. Plugins add named terms to either objective; each network gets one summed
 objective and one backward pass per update. Logging, samples and checkpoints run at the recipe's
 cadences, counted in generator steps.
@@ -132,7 +132,7 @@ def train_step(run: Run) -> dict[str, torch.Tensor]:
     # its mean over them.
     # Only the last step's fakes are kept: each holds G's graph until the G update.
     per_step = []
-    for _ in range(run.recipe.train.d_steps):
+    for _ in range(run.d_steps):
         ctx, fake, step_logs = discriminator_step(run)
         per_step.append(step_logs)
     logs = mean_logs(per_step)

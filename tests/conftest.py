@@ -14,27 +14,13 @@ SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 
 def builtin_plugins():
-    """The built-in plugin modules, registered by hand so nothing else installed leaks in."""
-    import ganforge_plugins.continuous_codes
-    import ganforge_plugins.datasets
-    import ganforge_plugins.dcgan
-    import ganforge_plugins.disentanglement
-    import ganforge_plugins.infogan
-    import ganforge_plugins.latents
-    import ganforge_plugins.losses
-    import ganforge_plugins.optimizers
-    import ganforge_plugins.quality
-    import ganforge_plugins.shapes
-    import ganforge_plugins.tensorboard
+    """The built-in plugin modules, as pyproject.toml's entry points name them, registered by hand
+    so that nothing else installed leaks in."""
+    import importlib
+    import tomllib
 
-    return [
-        ("dcgan", ganforge_plugins.dcgan), ("losses", ganforge_plugins.losses),
-        ("latents", ganforge_plugins.latents), ("datasets", ganforge_plugins.datasets),
-        ("shapes", ganforge_plugins.shapes), ("infogan", ganforge_plugins.infogan),
-        ("optimizers", ganforge_plugins.optimizers), ("quality", ganforge_plugins.quality),
-        ("continuous_codes", ganforge_plugins.continuous_codes),
-        ("disentanglement", ganforge_plugins.disentanglement), ("tensorboard", ganforge_plugins.tensorboard),
-    ]
+    entry_points = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["ganforge"]
+    return [(name, importlib.import_module(module)) for name, module in entry_points.items()]
 
 
 def make_host(*extra):

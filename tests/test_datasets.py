@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-import ganforge_plugins.datasets
-import ganforge_plugins.shapes
+import ganforge_plugins.data.datasets
+import ganforge_plugins.data.shapes
 from ganforge.data import DataSettings
 from ganforge.errors import DataError, RecipeError
 from ganforge.pluginmanager import make_plugin_host
-from ganforge_plugins.datasets import FASHION_MNIST, MNIST, IdxDataset, load_cifar10, load_image_folder
+from ganforge_plugins.data.datasets import FASHION_MNIST, MNIST, IdxDataset, load_cifar10, load_image_folder
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 IMAGES_GZ = "t10k-images-idx3-ubyte.gz"
@@ -251,7 +251,7 @@ def test_image_folder_empty_or_missing(tmp_path):
 def test_datasets_are_reached_through_the_plugin_host():
     host = make_plugin_host(
         entry_points=False,
-        plugins=[("datasets", ganforge_plugins.datasets), ("shapes", ganforge_plugins.shapes)],
+        plugins=[("datasets", ganforge_plugins.data.datasets), ("shapes", ganforge_plugins.data.shapes)],
     )
     assert host.datasets.names() == ["cifar10", "fashion-mnist", "image-folder", "mnist", "shapes"]
     assert host.datasets.by_plugin("datasets") == ["cifar10", "fashion-mnist", "image-folder", "mnist"]

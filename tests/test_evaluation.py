@@ -13,7 +13,7 @@ from ganforge.data import ImageData
 from ganforge.evaluation import EvalSettings
 from ganforge.launch import evaluate_run
 from ganforge.evaluator import EvaluatorError, default_path, load_evaluator, train_evaluator
-from ganforge_plugins.quality import frechet_distance, kernel_distance, manifold_scores
+from ganforge_plugins.metrics.quality import frechet_distance, kernel_distance, manifold_scores
 
 from .conftest import assert_one_line_cli_error, invoke, make_host, run_tiny
 
@@ -167,7 +167,7 @@ def test_the_report_renders_in_a_headless_browser(tmp_path):
 
 
 def test_image_moments_read_slant_width_height_and_ink():
-    from ganforge_plugins.continuous_codes import image_moments, rank_correlation
+    from ganforge_plugins.metrics.continuous_codes import image_moments, rank_correlation
 
     canvas = -torch.ones(4, 1, 28, 28)
     for y in range(6, 22):
@@ -199,7 +199,7 @@ def test_continuous_codes_reports_each_code_s_correlations_and_whether_the_class
 
 
 def test_mig_is_1_for_the_true_factors_and_near_0_for_noise():
-    from ganforge_plugins.disentanglement import discretise, mutual_information_gap
+    from ganforge_plugins.metrics.disentanglement import discretise, mutual_information_gap
 
     rng = torch.Generator().manual_seed(0)
     factors = {"shape": torch.randint(0, 3, (4000,), generator=rng), "x": torch.randint(0, 16, (4000,), generator=rng)}
@@ -213,8 +213,8 @@ def test_mig_is_1_for_the_true_factors_and_near_0_for_noise():
 
 
 def test_factorvae_score_is_1_for_the_true_factors_and_about_chance_for_noise():
-    from ganforge_plugins.disentanglement import factorvae_score
-    from ganforge_plugins.shapes import generate_shapes
+    from ganforge_plugins.metrics.disentanglement import factorvae_score
+    from ganforge_plugins.data.shapes import generate_shapes
 
     factors = generate_shapes(4000, seed=3).labels  # the five factors of 4,000 sprites
     rng = torch.Generator().manual_seed(0)

@@ -20,10 +20,10 @@ from ganforge.data import DataSettings
 from ganforge.errors import PluginError
 from ganforge.losses import LossTerm
 from ganforge.training import StepContext
-from ganforge_plugins.dcgan import build_dcgan_28
-from ganforge_plugins.latents import Uniform
-from ganforge_plugins.losses import NonSaturating
-from ganforge_plugins.shapes import generate_shapes
+from ganforge_plugins.models.dcgan import build_dcgan_28
+from ganforge_plugins.latents.distributions import Uniform
+from ganforge_plugins.objectives.losses import NonSaturating
+from ganforge_plugins.data.shapes import generate_shapes
 
 from .conftest import REPO, make_host, run_tiny
 

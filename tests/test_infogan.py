@@ -15,8 +15,9 @@ from ganforge.errors import GanforgeError, RecipeError
 from ganforge.launch import evaluate_run, read_recipe
 from ganforge.run import Run
 from ganforge.training import train_step
-from ganforge_plugins.clustering import contingency, matched_accuracy, normalized_mutual_information, purity
-from ganforge_plugins.infogan import STILL, Moves, disagreement, information_of_predictions, jitter
+from ganforge_plugins.metrics.clustering import contingency, matched_accuracy, normalized_mutual_information, purity
+from ganforge_plugins.augmentation.images import STILL, Moves, jitter
+from ganforge_plugins.infogan.plugin import disagreement, information_of_predictions
 
 from .conftest import make_host, run_tiny, tiny_recipe, write_recipe
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ganforge.latents import LatentDistribution, gaussian_nll
-from ganforge_plugins.latents import LOG_SIGMA_MAX, LOG_SIGMA_MIN, soft_bound
+from ganforge_plugins.latents.distributions import LOG_SIGMA_MAX, LOG_SIGMA_MIN, soft_bound
 
 from .conftest import make_host
 

@@ -318,7 +318,7 @@ def registering(hook: str, name: str, value):
 
 def model_family(change):
     """The paper's MNIST networks with ``change(generator, discriminator)`` applied."""
-    from ganforge_plugins.dcgan import build_dcgan_28
+    from ganforge_plugins.models.dcgan import build_dcgan_28
 
     def build(image_shape, input_dim):
         generator, discriminator = build_dcgan_28(image_shape, input_dim)

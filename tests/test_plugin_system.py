@@ -101,7 +101,7 @@ def plugin_modules(tmp_path, monkeypatch):
     """Two importable modules: one plugin that registers a loss, one that fails to import."""
     (tmp_path / "gf_good_plugin.py").write_text(textwrap.dedent("""
         from ganforge import hookimpl
-        from ganforge_plugins.losses import Hinge
+        from ganforge_plugins.objectives.losses import Hinge
 
         @hookimpl
         def ganforge_register_losses(register):

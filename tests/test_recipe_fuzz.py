@@ -41,7 +41,7 @@ BAD_INTS = {
     ("data", "image_size"): st.integers(max_value=-1) | st.integers(min_value=4097),
     ("data", "size"): st.integers(max_value=-1) | st.integers(min_value=10_000_001),
     ("latent", "noise_dim"): st.integers(max_value=0) | st.integers(min_value=65_537),
-    ("train", "d_steps"): st.integers(max_value=0) | st.integers(min_value=1001),
+    ("train", "d_steps"): st.integers(max_value=-1) | st.integers(min_value=1001),
     ("train", "keep_checkpoints"): st.integers(max_value=-1),
     ("train", "threads"): st.integers(max_value=-1) | st.integers(min_value=1025),
     **{("train", key): st.integers(max_value=0)

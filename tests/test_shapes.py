@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import ganforge_plugins.shapes
+import ganforge_plugins.data.shapes
 from ganforge.data import DataSettings
 from ganforge.errors import RecipeError
 from ganforge.pluginmanager import make_plugin_host
-from ganforge_plugins.shapes import FACTOR_SIZES, POSITIONS, SHAPE_NAMES, generate_shapes, render_shapes
+from ganforge_plugins.data.shapes import FACTOR_SIZES, POSITIONS, SHAPE_NAMES, generate_shapes, render_shapes
 
 
 def pose(shape: int, n: int = 1, scale: int = 5, rotation: int = 0, pos_x: int = 16, pos_y: int = 16) -> dict:
@@ -114,7 +114,7 @@ def test_bad_image_size_and_factors():
 
 
 def test_loaded_through_the_plugin_host():
-    host = make_plugin_host(entry_points=False, plugins=[("shapes", ganforge_plugins.shapes)])
+    host = make_plugin_host(entry_points=False, plugins=[("shapes", ganforge_plugins.data.shapes)])
     load = host.datasets.get("shapes")
     train = load(DataSettings(name="shapes", root=Path("unused"), seed=3))
     assert train.images.shape == (20_000, 1, 28, 28)

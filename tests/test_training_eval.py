@@ -184,6 +184,6 @@ def test_tensorboard_without_its_package_is_a_one_line_error_naming_the_extra(tm
     result = invoke("check", write_recipe(tmp_path / "tb.toml", recipe))
     assert_one_line_cli_error(result, 2, "plugins.tensorboard", "pip install 'ganforge[tensorboard]'")
     with pytest.raises(RecipeError):
-        from ganforge_plugins.tensorboard import summary_writer_class
+        from ganforge_plugins.training.tensorboard import summary_writer_class
 
         summary_writer_class()

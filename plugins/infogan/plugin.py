@@ -26,13 +26,12 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl
-from ganforge.data import to_model_range
 from ganforge.errors import RecipeError
 from ganforge.latents import LatentDistribution
 from ganforge.losses import LossTerm
 from ganforge.traversal import save_traversal
 
-from .clustering import contingency, matched_accuracy, normalized_mutual_information, purity
+from ..augmentation.images import jitter
 
 DEFAULTS = {
     # Each code: { name, dist, size, weight, ...options for the distribution }.
@@ -247,105 +246,6 @@ def disagreement(log_p: torch.Tensor, moved_logits: torch.Tensor) -> torch.Tenso
     return -(log_p.detach().exp() * moved_logits.log_softmax(dim=1)).sum(dim=1).mean()
 
 
-@dataclass(frozen=True)
-class Moves:
-    """How far :func:`jitter` may move an image, each drawn uniformly either way: ``shift`` of its
-    size, ``degrees`` of rotation, ``scale`` of zoom, ``shear`` of slant, ``stretch`` of width
-    alone, and ``thickness`` of a blend towards the strokes grown or thinned by one pixel."""
-
-    shift: float = 0.1
-    degrees: float = 15.0
-    scale: float = 0.1
-    shear: float = 0.4
-    stretch: float = 0.15
-    thickness: float = 0.5
-
-
-STILL = Moves(0, 0, 0, 0, 0, 0)
-
-
-def jitter(images: torch.Tensor, rng: torch.Generator, moves: Moves = Moves()) -> torch.Tensor:
-    """Each image moved at random within ``moves``: the changes of handwriting that do not change
-    a digit. Slant, width and stroke weight matter most on MNIST: left free, Q may split a digit
-    class into upright and slanted, or thin and bold, halves. Borders are repeated (background)."""
-    n = images.shape[0]
-    draws = torch.rand(n, 7, generator=rng, device=rng.device).to(images.device) * 2 - 1
-    angle = draws[:, 0] * math.radians(moves.degrees)
-    zoom, slant = 1 + draws[:, 1] * moves.scale, draws[:, 2] * moves.shear
-    widen = 1 + draws[:, 3] * moves.stretch
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    # Output to input coordinates, as affine_grid wants: rotation @ shear, then the zooms.
-    linear = torch.stack([torch.stack([cos, cos * slant - sin], 1), torch.stack([sin, sin * slant + cos], 1)], 1)
-    linear = linear / zoom.view(n, 1, 1)
-    linear[:, :, 0] = linear[:, :, 0] / widen.view(n, 1)
-    theta = torch.cat([linear, (draws[:, 4:6] * moves.shift * 2).unsqueeze(2)], 2)
-    grid = nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
-    moved = nn.functional.grid_sample(images, grid, padding_mode="border", align_corners=False)
-    if not moves.thickness:
-        return moved
-    weight = (draws[:, 6] * moves.thickness).view(n, 1, 1, 1)
-    grown = nn.functional.max_pool2d(moved, 3, 1, 1)
-    thinned = -nn.functional.max_pool2d(-moved, 3, 1, 1)
-    return torch.lerp(moved, torch.where(weight > 0, grown, thinned), weight.abs())
-
-
 @hookimpl
 def ganforge_register_run_plugins(register):
     register("infogan", InfoGAN, defaults=DEFAULTS)
-
-
-EVAL_BATCH = 500
-
-
-def categorical_clustering(run, data) -> dict[str, float]:
-    """For each categorical code: Q's argmax on the real images against the main label."""
-    plugin = run.plugins.get("infogan")
-    label = data.main_label
-    if plugin is None or label is None:
-        return {}
-    labels = data.labels[label]
-    classes = int(labels.max()) + 1
-    predicted: dict[str, list[torch.Tensor]] = {name: [] for name, code in plugin.codes.items() if code.kind == "categorical"}
-    for start in range(0, len(data), EVAL_BATCH):
-        images = to_model_range(data.images[start : start + EVAL_BATCH]).to(run.device)
-        params = plugin.predict_codes(run, images)
-        for name in predicted:
-            predicted[name].append(params[name].argmax(dim=1).cpu())
-    results = {}
-    for name, batches in predicted.items():
-        table = contingency(torch.cat(batches), labels, plugin.codes[name].size, classes)
-        results[f"{name}/accuracy"] = matched_accuracy(table)
-        results[f"{name}/nmi"] = normalized_mutual_information(table)
-        results[f"{name}/purity"] = purity(table)
-    return results
-
-
-
-
-def generated_category_agreement(run, settings) -> dict[str, float]:
-    """For each categorical code: images generated per category (the rest of the latents drawn
-    as usual), classified by the feature network; matched accuracy and NMI of the categories
-    against its classes. Complements Q's accuracy on real images: it asks whether G draws one
-    class per category, not whether Q reads one."""
-    plugin = run.plugins.get("infogan")
-    categorical = {name: code for name, code in (plugin.codes.items() if plugin else ()) if code.kind == "categorical"}
-    if not categorical:
-        return {}
-    evaluator = settings.evaluator()
-    results = {}
-    for name, code in categorical.items():
-        per_category = max(1, settings.n // code.size)
-        categories = torch.arange(code.size).repeat_interleave(per_category)
-        images = settings.generated_images(run, len(categories), {name: nn.functional.one_hot(categories, code.size).float()})
-        table = contingency(categories, evaluator.classify(images), code.size, evaluator.record["classes"])
-        results[f"{name}/generated_accuracy"] = matched_accuracy(table)
-        results[f"{name}/generated_nmi"] = normalized_mutual_information(table)
-        settings.record(f"generated-agreement/{name}", **settings.network_facts(), images_per_category=per_category,
-                        step=run.step, seed=settings.seed)
-    return results
-
-
-@hookimpl
-def ganforge_register_metrics(register):
-    register("categorical-clustering", categorical_clustering)
-    register("generated-agreement", generated_category_agreement)

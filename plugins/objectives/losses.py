@@ -46,7 +46,11 @@ class LeastSquares:
 
 
 class Wasserstein:
-    """The WGAN critic objective; pair it with a Lipschitz penalty plugin (WGAN-GP)."""
+    """The WGAN critic objective. Without a Lipschitz constraint the critic's values grow without
+    bound, so a recipe must switch on a plugin that provides one."""
+
+    requires = {"lipschitz": ("needs a Lipschitz constraint on the critic, or its values grow without bound:"
+                              " add [plugins.wgan-gp] (a gradient penalty) or [plugins.spectral-norm]")}
 
     def discriminator_loss(self, real_logits, fake_logits):
         return fake_logits.mean() - real_logits.mean()

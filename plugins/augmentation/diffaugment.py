@@ -1,0 +1,48 @@
+"""``[plugins.diffaugment]``: differentiable augmentation of every image D sees (Zhao et al. 2020).
+
+Real and generated images alike, in both phases, go through the chosen changes (``colour``,
+``translation``, ``cutout``) before the discriminator, so D cannot memorise a small dataset (such
+as the 10,000 digits here) and G still learns through the changes. It is a
+``ganforge_discriminator_transforms`` transform with ``order = -10``: it comes before any other
+transform, so the heads (InfoGAN's Q) see the augmented images, by declaration, not install order.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ganforge import hookimpl
+from ganforge.errors import RecipeError
+
+from .images import colour, cutout, translate
+
+POLICIES = {"colour": colour, "translation": translate, "cutout": cutout}
+DEFAULTS = {"policy": ["colour", "translation", "cutout"]}
+
+
+class DiffAugment:
+    def __init__(self, settings: dict):
+        policy = settings["policy"]
+        for index, name in enumerate(policy):
+            if name not in POLICIES:
+                raise RecipeError(f"must be one of {', '.join(map(repr, POLICIES))}, got {name!r}",
+                                  key=f"policy[{index}]")
+        if not policy:
+            raise RecipeError("must name at least one change: colour, translation, cutout", key="policy")
+        self.policy = [POLICIES[name] for name in policy]
+
+    @hookimpl
+    def ganforge_discriminator_transforms(self, run):
+        return [("diffaugment", self)]
+
+    order = -10
+
+    def __call__(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        for change in self.policy:
+            images = change(images, rng)
+        return images
+
+
+@hookimpl
+def ganforge_register_run_plugins(register):
+    register("diffaugment", DiffAugment, defaults=DEFAULTS)

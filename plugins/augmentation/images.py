@@ -1,0 +1,105 @@
+"""Random, differentiable image changes, shared by DiffAugment and InfoGAN's real-image moves.
+
+InfoGAN's real-image moves (:func:`jitter`: affine moves and stroke weight) and DiffAugment's
+colour, translation and cutout. Every function maps a batch in [-1, 1] to a batch of the same shape, draws only from the
+``torch.Generator`` it is given (one draw per sample), and is differentiable with respect to the
+images, so the generator's gradient flows through it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def uniform(images: torch.Tensor, rng: torch.Generator, *shape: int) -> torch.Tensor:
+    """Per-sample uniform draws in [0, 1) of shape ``(B, *shape)``, on the images' device."""
+    return torch.rand(images.shape[0], *shape, generator=rng, device=rng.device).to(images.device)
+
+
+def colour(images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """DiffAugment's colour: brightness shifted by up to ±0.5, saturation scaled by 0 to 2, contrast
+    by 0.5 to 1.5 (each drawn per sample)."""
+    draws = uniform(images, rng, 3)
+    images = images + (draws[:, 0] - 0.5).view(-1, 1, 1, 1)
+    if images.shape[1] > 1:  # saturation needs colour
+        mean = images.mean(dim=1, keepdim=True)
+        images = (images - mean) * (draws[:, 1] * 2).view(-1, 1, 1, 1) + mean
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    return (images - mean) * (draws[:, 2] + 0.5).view(-1, 1, 1, 1) + mean
+
+
+def translate(images: torch.Tensor, rng: torch.Generator, fraction: float = 0.125, fill: float = -1.0) -> torch.Tensor:
+    """Shift each image by a whole number of pixels, up to ``fraction`` of its size either way,
+    the uncovered border filled with ``fill`` (the background: -1 is black)."""
+    n, _, height, width = images.shape
+    most_y, most_x = int(height * fraction + 0.5), int(width * fraction + 0.5)
+    draws = uniform(images, rng, 2)
+    dy = (draws[:, 0] * (2 * most_y + 1)).long() - most_y
+    dx = (draws[:, 1] * (2 * most_x + 1)).long() - most_x
+    padded = F.pad(images, (most_x, most_x, most_y, most_y), value=fill)
+    rows = (torch.arange(height, device=images.device).view(1, -1) - dy.view(-1, 1) + most_y)  # (n, H)
+    columns = (torch.arange(width, device=images.device).view(1, -1) - dx.view(-1, 1) + most_x)  # (n, W)
+    batch = torch.arange(n, device=images.device).view(-1, 1, 1)
+    return padded.permute(0, 2, 3, 1)[batch, rows.unsqueeze(2), columns.unsqueeze(1)].permute(0, 3, 1, 2)
+
+
+def cutout(images: torch.Tensor, rng: torch.Generator, fraction: float = 0.5, fill: float = 0.0) -> torch.Tensor:
+    """Blank a square of ``fraction`` of the image's size at a random place (it may cross the
+    border) with ``fill``, as DiffAugment does (0: mid-grey in [-1, 1])."""
+    n, _, height, width = images.shape
+    size_y, size_x = int(height * fraction + 0.5), int(width * fraction + 0.5)
+    draws = uniform(images, rng, 2)
+    top = (draws[:, 0] * (height + 1 - size_y % 2)).long() - size_y // 2
+    left = (draws[:, 1] * (width + 1 - size_x % 2)).long() - size_x // 2
+    y = torch.arange(height, device=images.device).view(1, -1, 1)
+    x = torch.arange(width, device=images.device).view(1, 1, -1)
+    inside = ((y >= top.view(-1, 1, 1)) & (y < (top + size_y).view(-1, 1, 1)) &
+              (x >= left.view(-1, 1, 1)) & (x < (left + size_x).view(-1, 1, 1))).unsqueeze(1)
+    return torch.where(inside, torch.full_like(images, fill), images)
+
+
+@dataclass(frozen=True)
+class Moves:
+    """How far :func:`jitter` may move an image, each drawn uniformly either way: ``shift`` of its
+    size, ``degrees`` of rotation, ``scale`` of zoom, ``shear`` of slant, ``stretch`` of width
+    alone, and ``thickness`` of a blend towards the strokes grown or thinned by one pixel."""
+
+    shift: float = 0.1
+    degrees: float = 15.0
+    scale: float = 0.1
+    shear: float = 0.4
+    stretch: float = 0.15
+    thickness: float = 0.5
+
+
+STILL = Moves(0, 0, 0, 0, 0, 0)
+
+
+def jitter(images: torch.Tensor, rng: torch.Generator, moves: Moves = Moves()) -> torch.Tensor:
+    """Each image moved at random within ``moves``: the changes of handwriting that do not change
+    a digit. Slant, width and stroke weight matter most on MNIST: left free, Q may split a digit
+    class into upright and slanted, or thin and bold, halves. Borders are repeated (background)."""
+    n = images.shape[0]
+    draws = torch.rand(n, 7, generator=rng, device=rng.device).to(images.device) * 2 - 1
+    angle = draws[:, 0] * math.radians(moves.degrees)
+    zoom, slant = 1 + draws[:, 1] * moves.scale, draws[:, 2] * moves.shear
+    widen = 1 + draws[:, 3] * moves.stretch
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # Output to input coordinates, as affine_grid wants: rotation @ shear, then the zooms.
+    linear = torch.stack([torch.stack([cos, cos * slant - sin], 1), torch.stack([sin, sin * slant + cos], 1)], 1)
+    linear = linear / zoom.view(n, 1, 1)
+    linear[:, :, 0] = linear[:, :, 0] / widen.view(n, 1)
+    theta = torch.cat([linear, (draws[:, 4:6] * moves.shift * 2).unsqueeze(2)], 2)
+    grid = nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    moved = nn.functional.grid_sample(images, grid, padding_mode="border", align_corners=False)
+    if not moves.thickness:
+        return moved
+    weight = (draws[:, 6] * moves.thickness).view(n, 1, 1, 1)
+    grown = nn.functional.max_pool2d(moved, 3, 1, 1)
+    thinned = -nn.functional.max_pool2d(-moved, 3, 1, 1)
+    return torch.lerp(moved, torch.where(weight > 0, grown, thinned), weight.abs())

@@ -1,0 +1,38 @@
+"""Swapping a discriminator's batch norms for per-sample normalisation.
+
+A gradient penalty is computed per sample; batch norm makes each output depend on the rest of the
+batch, so WGAN-GP's critic normalises each sample on its own (Gulrajani et al. 2017 use layer
+norm). Any model family's discriminator can be adapted this way after it is built.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+NORMALISATIONS = ("layer", "instance", "none")
+
+
+def per_sample_norm(batch_norm: nn.modules.batchnorm._BatchNorm, kind: str) -> nn.Module:
+    """The replacement of one batch norm layer: layer norm over (C, H, W) is GroupNorm with one
+    group; for features (1-D batch norm) layer and instance norm are the same LayerNorm."""
+    channels = batch_norm.num_features
+    if kind == "none":
+        return nn.Identity()
+    if isinstance(batch_norm, nn.BatchNorm1d):
+        return nn.LayerNorm(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    return nn.GroupNorm(channels, channels)  # instance norm with a learned scale and shift
+
+
+def replace_batch_norms(module: nn.Module, kind: str) -> int:
+    """Replace every batch norm inside ``module`` (in place); returns how many there were."""
+    count = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            replacement = per_sample_norm(child, kind).to(next(child.parameters(), child.running_mean).device)
+            setattr(module, name, replacement)
+            count += 1
+        else:
+            count += replace_batch_norms(child, kind)
+    return count

@@ -1,0 +1,76 @@
+"""``[plugins.ema]``: an exponential moving average of the generator's weights.
+
+After every step the average moves towards the trained generator: ``average = decay * average +
+(1 - decay) * current``, with the warm-up of Karras et al.: the decay used at step ``t`` is
+``min(decay, (1 + t) / (10 + t))``, so early averages are not dominated by the random initial
+weights. Batch-norm statistics and other buffers are copied, not averaged. The average is what
+sample grids, traversals, ``ganforge sample``, ``load_generator`` and ``ganforge eval`` use
+(``ganforge_inference_generator``); it is kept in checkpoints and never receives gradients.
+Training always updates the generator itself.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ganforge import hookimpl
+from ganforge.errors import RecipeError
+from ganforge.models import unwrap
+
+DEFAULTS = {"decay": 0.999, "warmup": True}
+
+
+class EMA:
+    def __init__(self, settings: dict):
+        if not 0 < settings["decay"] < 1:
+            raise RecipeError(f"must be between 0 and 1, got {settings['decay']}", key="decay")
+        self.decay, self.warmup = settings["decay"], settings["warmup"]
+        self.run = None
+        self._average: torch.nn.Module | None = None
+
+    @hookimpl
+    def ganforge_models_built(self, run):
+        self.run = run
+
+    @property
+    def average(self) -> torch.nn.Module:
+        """The copy, made at first use: after every plugin's ``ganforge_models_built`` (another
+        may have changed the generator, e.g. spectral-normalised it), whatever their order."""
+        if self._average is None:
+            self.start_average()
+        return self._average
+
+    def start_average(self) -> None:
+        self._average = copy.deepcopy(unwrap(self.run.generator)).requires_grad_(False).eval()
+
+    @hookimpl
+    def ganforge_train_start(self, run):
+        self.start_average()  # from the untrained weights: the average starts where training starts
+
+    @hookimpl
+    def ganforge_step_end(self, run, step):
+        decay = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
+        current = unwrap(run.generator).state_dict()
+        with torch.no_grad():
+            for name, average in self.average.state_dict().items():
+                if average.is_floating_point():
+                    average.lerp_(current[name], 1 - decay)
+                else:
+                    average.copy_(current[name])  # counters such as batch norm's num_batches_tracked
+
+    @hookimpl
+    def ganforge_inference_generator(self, run):
+        return self.average
+
+    def state_dict(self) -> dict:
+        return {"average": self.average.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.average.load_state_dict(state["average"])
+
+
+@hookimpl
+def ganforge_register_run_plugins(register):
+    register("ema", EMA, defaults=DEFAULTS)
