@@ -15,7 +15,9 @@ mode. Tests compare the weights of runs with and without it.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -104,19 +106,15 @@ class TrainingEvaluation:
         return value < best["value"] if self.direction == "min" else value > best["value"]
 
 
-class keeping_training_state:
+@contextlib.contextmanager
+def keeping_training_state(run) -> Iterator[None]:
     """Scoring leaves the run as training left it: global random generators, training mode."""
-
-    def __init__(self, run):
-        self.run = run
-
-    def __enter__(self):
-        self.rng = (torch.get_rng_state(), global_rng_states())
-        self.modes = [(module, module.training) for module in (self.run.generator, self.run.discriminator)]
-        return self
-
-    def __exit__(self, *exc_info):
-        torch.set_rng_state(self.rng[0])
-        restore_global_rng_states(self.rng[1])
-        for module, mode in self.modes:
+    rng = (torch.get_rng_state(), global_rng_states())
+    modes = [(module, module.training) for module in (run.generator, run.discriminator)]
+    try:
+        yield
+    finally:
+        torch.set_rng_state(rng[0])
+        restore_global_rng_states(rng[1])
+        for module, mode in modes:
             module.train(mode)
