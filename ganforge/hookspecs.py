@@ -213,7 +213,7 @@ def ganforge_discriminator_loss_terms(ctx):
     parameters only), and logs each term as ``loss/D/<name>``. A term that needs its own pass
     (a gradient penalty on images with ``requires_grad``, a consistency term) makes it with
     ``ctx.discriminate(images)``, which leaves D's batch-norm statistics alone. With
-    ``train.d_steps > 1`` the hook is called once per D step; each term is logged as its mean.
+    ``run.d_steps > 1`` the hook is called once per D step; each term is logged as its mean.
     """
 
 

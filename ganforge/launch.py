@@ -20,7 +20,7 @@ from .outputs import LAST, RunOutputs, read_json_lines, writing
 from .data import ImageData
 from .pluginmanager import PluginHost, make_plugin_host
 from .progress import make_progress
-from .recipe import Recipe, apply_overrides, load_recipe, schema_kind, validate
+from .recipe import SCHEMA, Recipe, apply_overrides, load_recipe, schema_kind, validate
 from .run import Run, load_data, resolve_device
 from .training import TrainingInterrupted, train
 from .traversal import save_traversal
@@ -29,11 +29,10 @@ from .traversal import save_traversal
 RESUMABLE_CHANGES = {
     "run.out_dir", "data.root", "data.download", "train.steps", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.threads",
-    # Scoring never changes what is trained (ganforge.scoring).
-    "eval.every", "eval.metrics", "eval.n", "eval.seed", "eval.on", "eval.best", "eval.direction", "eval.evaluator",
-    "eval.inception_weights", "eval.train_evaluator",
     # Logging only.
     "plugins.tensorboard", "plugins.tensorboard.logdir", "plugins.tensorboard.images",
+    # Scoring never changes what is trained (ganforge.scoring): every [eval] key.
+    *(f"eval.{key}" for key in SCHEMA["eval"]),
 }
 
 

@@ -56,6 +56,7 @@ class RunOutputs:
         self.metrics = self.directory / "metrics.jsonl"
         self.keep_checkpoints = keep_checkpoints
         self.saved_step: int | None = None  # the step of the last checkpoint this process wrote or resumed from
+        self.created = False  # whether prepare() made the run folder (a failed new run then removes it whole)
 
     @property
     def last_checkpoint(self) -> Path:
@@ -89,7 +90,7 @@ class RunOutputs:
         """Remove what :meth:`prepare` and the first steps wrote, for a run that failed before its
         first checkpoint: the whole folder when this run created it (plugins' files too), else the
         core's files, and the folder itself unless something else is in it."""
-        if getattr(self, "created", False):
+        if self.created:
             shutil.rmtree(self.directory, ignore_errors=True)
             return
         for path in (self.directory / "recipe.toml", self.metrics):

@@ -21,7 +21,7 @@ from .errors import GanforgeError, PluginError, RecipeError
 from .latents import LatentDistribution
 from .models import Discriminator, DiscriminatorWithHeads, takes_conditions
 from .pluginmanager import PluginHost
-from .recipe import Recipe
+from .recipe import MAX_D_STEPS, Recipe
 from .registry import unknown_name_message
 from .streams import RandomStreams
 
@@ -256,8 +256,8 @@ class Run:
             if (steps := impl.function(run=self)) is not None:
                 asked[impl.plugin_name.removesuffix(".run")] = steps
         for name, steps in asked.items():
-            if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 1000:
-                raise PluginError(f"plugin {name!r} asked for {steps!r} discriminator steps; expected 1 to 1000")
+            if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_D_STEPS:
+                raise PluginError(f"plugin {name!r} asked for {steps!r} discriminator steps; expected 1 to {MAX_D_STEPS}")
         if len(set(asked.values())) > 1:
             wants = ", ".join(f"{name} {steps}" for name, steps in asked.items())
             raise RecipeError(f"the plugins ask for different discriminator steps per generator step ({wants});"
