@@ -177,6 +177,21 @@ def ganforge_discriminator_transforms(run):
 
 
 @hookspec
+def ganforge_discriminator_views(run, real):
+    """Extra views of the real batch for the discriminator to see in the D phase (moved copies
+    for a consistency term).
+
+    ``real`` is the step's real batch in [-1, 1], untransformed. Return a list of ``(name,
+    images)`` pairs. Each view goes through the run's transforms and into the same discriminator
+    pass as the real and fake batches (one matrix product per layer, batch norm kept per batch),
+    sees the real batch's conditions, and leaves D's batch-norm running statistics alone. Its
+    output is ``ctx.views[name]`` in the D phase's loss-term hooks; it trains D through whatever
+    term uses it. Cheaper than ``ctx.discriminate``, which makes a pass of its own; a term that
+    needs gradients with respect to the images themselves (a penalty) still uses that.
+    """
+
+
+@hookspec
 def ganforge_real_conditions(run, labels):
     """What discriminator heads that take ``conditions`` see for a real batch (a conditional GAN's
     class, matching the generator input the fakes were drawn with).

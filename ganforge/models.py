@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -98,6 +99,52 @@ def frozen_batch_statistics(module: nn.Module) -> Iterator[None]:
     finally:
         for layer in norms:
             layer.track_running_stats = True
+
+
+def _chunked_batch_norm(layer: nn.modules.batchnorm._BatchNorm, sizes: list[int], updates: list[bool],
+                        images: torch.Tensor) -> torch.Tensor:
+    """``layer`` in training mode over a batch that is several passes' batches put together: each
+    chunk is normalised by its own statistics, and only the chunks marked in ``updates`` move the
+    running statistics, in order, exactly as separate passes would."""
+    if not layer.training:
+        return type(layer).forward(layer, images)
+    pieces = []
+    for piece, update in zip(images.split(sizes), updates):
+        tracking = update and layer.track_running_stats
+        momentum = layer.momentum
+        if tracking:
+            layer.num_batches_tracked.add_(1)
+            if momentum is None:  # a cumulative moving average, as _BatchNorm.forward computes it
+                momentum = 1.0 / float(layer.num_batches_tracked)
+        pieces.append(nn.functional.batch_norm(
+            piece, layer.running_mean if tracking else None, layer.running_var if tracking else None,
+            layer.weight, layer.bias, True, momentum or 0.0, layer.eps))
+    return torch.cat(pieces)
+
+
+@contextlib.contextmanager
+def batch_norm_per_chunk(module: nn.Module, sizes: list[int], updates: list[bool]) -> Iterator[None]:
+    """One forward pass of ``module`` over several batches put together (``sizes``) that gives
+    what separate passes would: batch norm normalises each chunk by its own statistics, and only
+    chunks whose ``updates`` entry is true move the running statistics. Layers that see each image
+    alone (convolutions, linear layers, layer or instance norm) need nothing: the batch is one
+    matrix product instead of several, which is the point."""
+    norms = [layer for layer in unwrap(module).modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
+    for layer in norms:
+        layer.forward = functools.partial(_chunked_batch_norm, layer, list(sizes), list(updates))
+    try:
+        yield
+    finally:
+        for layer in norms:
+            del layer.forward
+
+
+def split_output(output: DiscriminatorOutput, sizes: list[int]) -> list[DiscriminatorOutput]:
+    """A pass over batches put together, split back into one output per batch."""
+    logits, features = output.logits.split(sizes), output.features.split(sizes)
+    heads = {name: value.split(sizes) for name, value in output.heads.items()}
+    return [DiscriminatorOutput(logits[index], features[index], {name: parts[index] for name, parts in heads.items()})
+            for index in range(len(sizes))]
 
 
 def init_weights_dcgan(module: nn.Module) -> None:

@@ -52,6 +52,7 @@ DEFAULTS = {
 CODE_KEYS = ("name", "dist", "size", "weight")
 HEAD = "q"
 MOVES_STREAM = "infogan/moves"  # the consistency term's random moves
+MOVED_VIEW = "infogan/moved"  # the moved real batch D sees for the consistency term
 
 
 @dataclass(frozen=True)
@@ -174,17 +175,24 @@ class InfoGAN:
                 ctx.log(f"mi/{spec.name}", entropy - nll.detach())
         return terms
 
+    def categorical_codes(self) -> list[str]:
+        return [name for name, code in self.codes.items() if code.kind == "categorical"]
+
+    @hookimpl
+    def ganforge_discriminator_views(self, run, real):
+        """The moved copies of the real batch behind the consistency term: the core puts them in
+        the discriminator's real/fake pass, leaving its batch statistics alone."""
+        if not (self.consistency_weight and self.categorical_codes()):
+            return []
+        return [(MOVED_VIEW, jitter(real, run.rng(MOVES_STREAM)))]  # its own stream, checkpointed by the core
+
     def real_terms(self, ctx) -> list[LossTerm]:
         """Unsupervised terms on the real batch for each categorical code (off unless weighted)."""
-        categorical = [name for name, code in self.codes.items() if code.kind == "categorical"]
+        categorical = self.categorical_codes()
         if not categorical or not (self.real_info_weight or self.consistency_weight):
             return []
         params = self.code_params(ctx.d_real.heads[HEAD])
-        moved = None
-        if self.consistency_weight:
-            # Its own stream (checkpointed by the core); its own pass, which leaves D's batch statistics alone.
-            moved_images = jitter(ctx.real, ctx.run.rng(MOVES_STREAM))
-            moved = self.code_params(ctx.discriminate(moved_images, ctx.conditions).heads[HEAD])
+        moved = self.code_params(ctx.views[MOVED_VIEW].heads[HEAD]) if self.consistency_weight else None
         terms = []
         for name in categorical:
             log_p = params[name].log_softmax(dim=1)

@@ -1,0 +1,149 @@
+"""A plain, hand-written PyTorch training loop: the reference ganforge's speed is measured against.
+
+It trains the same networks (imported from ganforge's model plugins, so the layers are identical)
+with the same batch, optimizers, losses and InfoGAN terms as the recipes the throughput benchmark
+runs, written the way a user would write them by hand: fp32, eager, default memory layout, Adam
+with torch's defaults, one pass per image set. Nothing of ganforge's loop, hooks or plugins is used.
+
+    python benchmarks/plain_loop.py --setup infogan --steps 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from plugins.augmentation.images import jitter  # noqa: E402  (the same moves as the recipe's)
+from plugins.infogan.plugin import QHead  # noqa: E402
+from plugins.models.dcgan import build_dcgan, build_dcgan_28  # noqa: E402
+
+SETUPS = ("infogan", "infogan-paper", "dcgan64")
+
+
+class PlainInfoGAN:
+    """InfoGAN as in recipes/infogan_mnist.toml: 62 U(-1, 1) noise variables, a Cat(10) code and
+    two U(-1, 1) codes (fixed-σ Gaussian NLL, λ 0.1), Q on D's shared features; with
+    ``real_terms`` the consistency (weight 3) and real-image information (weight 1) terms."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int, real_terms: bool, seed: int = 0):
+        torch.manual_seed(seed)
+        self.images, self.batch_size, self.real_terms = images, batch_size, real_terms
+        self.noise_dim, self.categories, self.continuous = 62, 10, 2
+        self.G, self.D = build_dcgan_28(images.shape[1:], self.noise_dim + self.categories + self.continuous)
+        self.Q = QHead(self.D.feature_dim, 128, self.categories + self.continuous)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=1e-3, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam([*self.D.parameters(), *self.Q.parameters()], lr=2e-4, betas=(0.5, 0.999))
+        self.moves = torch.Generator().manual_seed(seed + 1)
+
+    def latents(self):
+        n = self.batch_size
+        z = torch.rand(n, self.noise_dim) * 2 - 1
+        digit = torch.randint(self.categories, (n,))
+        continuous = torch.rand(n, self.continuous) * 2 - 1
+        return torch.cat([z, F.one_hot(digit, self.categories).float(), continuous], 1), digit, continuous
+
+    def info_loss(self, q, digit, continuous):
+        categorical = F.cross_entropy(q[:, :self.categories], digit)
+        gaussian = (0.5 * (continuous - q[:, self.categories:]).pow(2) + 0.5 * math.log(2 * math.pi)).sum(1).mean()
+        return categorical + 0.1 * gaussian
+
+    def step(self):
+        index = torch.randint(len(self.images), (self.batch_size,))
+        real = self.images[index].float() / 127.5 - 1
+        inputs, digit, continuous = self.latents()
+        fake = self.G(inputs)
+        ones, zeros = torch.ones(self.batch_size), torch.zeros(self.batch_size)
+
+        real_features = self.D.features(real)
+        fake_features = self.D.features(fake.detach())
+        d_loss = (F.binary_cross_entropy_with_logits(self.D.adversarial(real_features), ones)
+                  + F.binary_cross_entropy_with_logits(self.D.adversarial(fake_features), zeros))
+        d_loss = d_loss + self.info_loss(self.Q(fake_features), digit, continuous)
+        if self.real_terms:
+            log_p = self.Q(real_features)[:, :self.categories].log_softmax(1)
+            moved = self.Q(self.D.features(jitter(real, self.moves)))[:, :self.categories].log_softmax(1)
+            consistency = -(log_p.detach().exp() * moved).sum(1).mean()
+            conditional = -(log_p.exp() * log_p).sum(1).mean()
+            marginal_log = torch.logsumexp(log_p, 0) - math.log(self.batch_size)
+            information = -(marginal_log.exp() * marginal_log).sum() - conditional
+            d_loss = d_loss + 3.0 * consistency - information
+        self.opt_d.zero_grad()
+        d_loss.backward()
+        self.opt_d.step()
+
+        fake_features = self.D.features(fake)
+        g_loss = (F.binary_cross_entropy_with_logits(self.D.adversarial(fake_features), ones)
+                  + self.info_loss(self.Q(fake_features), digit, continuous))
+        self.opt_g.zero_grad()
+        g_loss.backward()
+        self.opt_g.step()
+        return d_loss.item(), g_loss.item()
+
+
+class PlainDCGAN:
+    """DCGAN as in recipes/dcgan_shapes.toml at 64 px: 100 N(0, 1) noise variables, Adam 2e-4."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int = 0):
+        torch.manual_seed(seed)
+        self.images, self.batch_size = images, batch_size
+        self.G, self.D = build_dcgan(images.shape[1:], 100)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+
+    def step(self):
+        index = torch.randint(len(self.images), (self.batch_size,))
+        real = self.images[index].float() / 127.5 - 1
+        fake = self.G(torch.randn(self.batch_size, 100))
+        ones, zeros = torch.ones(self.batch_size), torch.zeros(self.batch_size)
+        d_loss = (F.binary_cross_entropy_with_logits(self.D.adversarial(self.D.features(real)), ones)
+                  + F.binary_cross_entropy_with_logits(self.D.adversarial(self.D.features(fake.detach())), zeros))
+        self.opt_d.zero_grad()
+        d_loss.backward()
+        self.opt_d.step()
+        g_loss = F.binary_cross_entropy_with_logits(self.D.adversarial(self.D.features(fake)), ones)
+        self.opt_g.zero_grad()
+        g_loss.backward()
+        self.opt_g.step()
+        return d_loss.item(), g_loss.item()
+
+
+def make(setup: str, images: torch.Tensor, batch_size: int, seed: int = 0):
+    if setup == "dcgan64":
+        return PlainDCGAN(images, batch_size, seed)
+    return PlainInfoGAN(images, batch_size, real_terms=setup == "infogan", seed=seed)
+
+
+def images_per_second(loop, steps: int, warmup: int = 5) -> float:
+    """Images per second over ``steps`` steps after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        loop.step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        loop.step()
+    return steps * loop.batch_size / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setup", choices=SETUPS, default="infogan")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=64)
+    args = parser.parse_args()
+    size = 28 if args.setup != "dcgan64" else args.image_size
+    images = torch.randint(0, 256, (1024, 1, size, size), dtype=torch.uint8)
+    loop = make(args.setup, images, args.batch_size)
+    print(f"{args.setup}: {images_per_second(loop, args.steps):.1f} images/s ({torch.get_num_threads()} threads)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The speed-ups in the training step keep its arithmetic: one discriminator pass over several
+batches equals separate passes (values, gradients, batch statistics), the views hook feeds that
+pass, and a step never reads a tensor's value into Python (a device sync on a GPU)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ganforge import hookimpl
+from ganforge.losses import LossTerm
+from ganforge.models import batch_norm_per_chunk, frozen_batch_statistics, split_output
+from ganforge.training import discriminator_passes, train_step
+
+from .test_variant_hooks import INFOGAN, batch_norms, built_run
+from .conftest import make_host
+
+
+def small_network():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.BatchNorm2d(4), nn.LeakyReLU(0.2), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, 8), nn.BatchNorm1d(8, momentum=None), nn.ReLU(), nn.Linear(8, 1))
+
+
+def test_batch_norm_per_chunk_equals_separate_passes_values_gradients_and_statistics():
+    separate, together = small_network(), small_network()
+    together.load_state_dict(separate.state_dict())
+    torch.manual_seed(1)
+    batches = [torch.randn(5, 1, 8, 8), torch.randn(5, 1, 8, 8), torch.randn(3, 1, 8, 8)]
+    updates = [True, True, False]
+
+    outputs = []
+    for images, update in zip(batches, updates):
+        if update:
+            outputs.append(separate(images))
+        else:
+            with frozen_batch_statistics(separate):
+                outputs.append(separate(images))
+    weights = torch.randn(13, 1)
+    (torch.cat(outputs) * weights).sum().backward()
+
+    with batch_norm_per_chunk(together, [5, 5, 3], updates):
+        joined = together(torch.cat(batches))
+    (joined * weights).sum().backward()
+
+    torch.testing.assert_close(joined, torch.cat(outputs), rtol=1e-5, atol=1e-6)
+    for (name, a), b in zip(separate.named_parameters(), together.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+    for (name, a), b in zip(separate.named_buffers(), together.buffers()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7, msg=name)  # running stats moved by chunks 1, 2 only
+    assert int(together[1].num_batches_tracked) == 2
+    # Outside the context the layers are plain batch norm again.
+    assert "forward" not in vars(together[1])
+
+
+def test_batch_norm_per_chunk_in_eval_mode_uses_running_statistics():
+    network = small_network().eval()
+    images = torch.randn(6, 1, 8, 8)
+    with batch_norm_per_chunk(network, [3, 3], [True, True]):
+        joined = network(images)
+    torch.testing.assert_close(joined, network(images))
+
+
+class MirrorView:
+    """An example plugin: D also sees the real batch mirrored, and a term pulls its logits on the
+    mirror towards those on the originals."""
+
+    @hookimpl
+    def ganforge_discriminator_views(self, run, real):
+        return [("mirror", real.flip(3))]
+
+    @hookimpl
+    def ganforge_discriminator_loss_terms(self, ctx):
+        self.seen = ctx
+        return [LossTerm("mirror", (ctx.views["mirror"].logits - ctx.d_real.logits.detach()).pow(2).mean())]
+
+
+def test_ganforge_discriminator_views_share_the_pass_and_train_d_like_a_pass_of_their_own(tmp_path):
+    plugin = MirrorView()
+    run = built_run(tmp_path, make_host(("mirror", plugin)))
+    before = copy.deepcopy(run.discriminator)
+    norm = batch_norms(run.discriminator.trunk)[0]
+    tracked = int(norm.num_batches_tracked)
+    train_step(run)
+    ctx = plugin.seen
+    assert set(ctx.views) == {"mirror"} and int(norm.num_batches_tracked) == tracked + 2  # real, fake; not the view
+
+    # The view's output equals a separate pass of D as it was, on the mirrored real batch.
+    with frozen_batch_statistics(before):
+        alone = before(ctx.real.flip(3), ctx.conditions)
+    torch.testing.assert_close(ctx.views["mirror"].logits, alone.logits, rtol=1e-4, atol=1e-5)
+    # Its term trains D: a gradient reaches the trunk through the view alone.
+    trunk = next(before.trunk.parameters())
+    term = (alone.logits - ctx.d_real.logits.detach()).pow(2).mean()
+    (gradient,) = torch.autograd.grad(term, trunk)
+    assert gradient.abs().sum() > 0
+
+
+def test_two_views_of_one_name_are_a_plugin_error(tmp_path):
+    from ganforge.errors import PluginError
+
+    run = built_run(tmp_path, make_host(("a", MirrorView()), ("b", MirrorView())))
+    with pytest.raises(PluginError, match="view of one name"):
+        train_step(run)
+
+
+def test_the_batched_d_pass_equals_separate_passes_on_a_real_run(tmp_path):
+    """InfoGAN with its consistency view: D's outputs on real, fake and moved images in one pass
+    equal three passes, and D's gradient from the step's objective is the same."""
+    run = built_run(tmp_path, plugins={"infogan": {**INFOGAN, "consistency_weight": 1.0}})
+    real, _, _ = run.batcher.next()
+    fake = run.generate(run.sample_latents(len(real))) * 2 - 1
+    moved = real.roll(1, dims=3)
+    separate_net = copy.deepcopy(run.discriminator)
+    batches = [(real, {}, True), (fake, {}, True), (moved, {}, False)]
+    together = discriminator_passes(run, batches)
+    separate = [separate_net(real), separate_net(fake)]
+    with frozen_batch_statistics(separate_net):
+        separate.append(separate_net(moved))
+    for joined, alone in zip(together, separate):
+        torch.testing.assert_close(joined.logits, alone.logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(joined.heads["q"], alone.heads["q"], rtol=1e-4, atol=1e-5)
+    loss = lambda outputs: sum(o.logits.square().mean() + o.heads["q"].square().mean() for o in outputs)  # noqa: E731
+    joined_grads = torch.autograd.grad(loss(together), list(run.discriminator.parameters()))
+    separate_grads = torch.autograd.grad(loss(separate), list(separate_net.parameters()))
+    for a, b in zip(joined_grads, separate_grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+    for a, b in zip(run.discriminator.buffers(), separate_net.buffers()):
+        torch.testing.assert_close(a, b)
+
+
+def test_split_output_returns_each_batch_its_rows():
+    from ganforge.models import DiscriminatorOutput
+
+    output = DiscriminatorOutput(torch.arange(5.0), torch.arange(10.0).view(5, 2), {"q": torch.arange(5.0) * 2})
+    first, second = split_output(output, [2, 3])
+    assert first.logits.tolist() == [0, 1] and second.heads["q"].tolist() == [4, 6, 8]
+    assert second.features.shape == (3, 2)
+
+
+# -- no value read per step ----------------------------------------------------------------------
+
+#: Reading a tensor's value into Python: on a GPU each waits for every queued kernel.
+VALUE_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__float__,
+               torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.numpy}
+
+
+class ValueReads(TorchFunctionMode):
+    """Records every read of a tensor's value made while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in VALUE_READS:
+            self.reads.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+def test_value_reads_are_recorded_so_the_next_test_can_fail():
+    with ValueReads() as reads:
+        float(torch.ones(()).sum())
+        torch.zeros(2).tolist()
+        bool(torch.ones(()) > 0)
+    assert len(reads.reads) == 3
+
+
+@pytest.mark.parametrize("plugins", [
+    {"infogan": {**INFOGAN, "consistency_weight": 3.0, "real_info_weight": 1.0}},
+    {"infogan": INFOGAN, "wgan-gp": {}, "ema": {}},
+], ids=["infogan-with-real-terms", "infogan-wgan-gp-ema"])
+def test_a_training_step_never_reads_a_tensor_value(tmp_path, plugins):
+    """Losses stay tensors until the log cadence: no step syncs with the device."""
+    loss = {"name": "wasserstein"} if "wgan-gp" in plugins else {}
+    run = built_run(tmp_path, plugins=plugins, loss=loss)
+    train_step(run)  # first step: lazy set-up may read values
+    with ValueReads() as reads:
+        for _ in range(3):
+            train_step(run)
+    assert reads.reads == []
