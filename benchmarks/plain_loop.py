@@ -22,9 +22,9 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from plugins.augmentation.images import jitter  # noqa: E402  (the same moves as the recipe's)
-from plugins.infogan.plugin import QHead  # noqa: E402
-from plugins.models.dcgan import build_dcgan, build_dcgan_28  # noqa: E402
+from ganforge_plugins.augmentation.images import jitter  # noqa: E402  (the same moves as the recipe's)
+from ganforge_plugins.infogan.plugin import QHead  # noqa: E402
+from ganforge_plugins.models.dcgan import build_dcgan, build_dcgan_28  # noqa: E402
 
 SETUPS = ("infogan", "infogan-paper", "dcgan64")
 

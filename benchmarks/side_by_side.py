@@ -8,7 +8,8 @@ solo speed. Each run is ``ganforge run`` in a process of its own; its figure is 
     python benchmarks/side_by_side.py --data-root ../shared/data/mnist --steps 150
 
 A setting is ``THREADS/POLICY``: THREADS is ``train.threads`` (0: ganforge's default) and POLICY
-is ``OMP_WAIT_POLICY`` (``default``: whatever ganforge sets, ``active`` or ``passive``).
+is ``OMP_WAIT_POLICY`` (``default``: whatever ganforge sets, ``active`` or ``passive``) or
+``spin=N`` (``GOMP_SPINCOUNT``: how long a waiting OpenMP thread spins before it sleeps).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def start(seed: int, threads: int, policy: str, steps: int, data_root: str, out_
                 f"train.steps={steps}", f"train.log_every={steps}", f"train.sample_every={steps}",
                 f"train.checkpoint_every={steps}", f"train.threads={threads}"]
     env = dict(os.environ)
-    if policy != "default":
+    if policy.startswith("spin="):  # libgomp's spin count before a waiting thread sleeps
+        env["GOMP_SPINCOUNT"] = policy.removeprefix("spin=")
+    elif policy != "default":
         env["OMP_WAIT_POLICY"] = policy.upper()
     command = [GANFORGE, "run", str(RECIPE)] + [arg for setting in settings for arg in ("--set", setting)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -67,7 +67,7 @@ def restore_run_state(run, state: dict[str, Any], source: Path) -> None:
         load_optimizer(run.optimizer_d, state["optimizer_d"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
-        run.streams.load_state_dict(rng.get("streams") or legacy_streams(rng))
+        run.streams.load_state_dict(rng.get("streams") or legacy_streams(rng), int(state["step"]))
         restore_global_rng_states(rng)
         run.batcher.load_state_dict(state["data_order"])
         run.step = int(state["step"])

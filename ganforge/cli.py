@@ -8,7 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import typer
+from .threads import prefer_short_spins
+
+prefer_short_spins()  # before anything imports torch (ganforge.threads says why)
+
+import typer  # noqa: E402
 from rich.console import Console
 from rich.table import Table
 

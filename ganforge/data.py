@@ -1,12 +1,15 @@
-"""Datasets held in memory as one tensor, and the batcher that indexes into it.
+"""Datasets, and the batcher that draws training batches from them.
 
-Dataset plugins return an :class:`ImageData`; the training loop never touches PIL or a
-``DataLoader``: one ``index_select`` per batch is all the data path costs on a CPU.
+Dataset plugins return an :class:`ImageData`. Most hold every image in memory as one tensor:
+one ``index_select`` per batch is all the data path costs. A dataset too large for memory (an
+image folder with ``data.stream = true``) leaves its images in their files (:class:`FileImages`),
+and a ``DataLoader`` with worker processes decodes each batch ahead of the step that needs it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +30,53 @@ class DataSettings:
     image_size: int = 0  # 0 keeps the dataset's own size
     size: int = 0  # for generated datasets: how many images; 0 is the dataset's default
     seed: int = 0
+    stream: bool = False  # read images from their files as training needs them (FileImages)
+
+
+class FileImages:
+    """Images left in their files and decoded when read: a dataset too large for memory.
+
+    It answers what the core and the metrics ask of an image tensor (``len``, ``shape``,
+    ``dtype``, ``dim()``, and indexing by an int, a slice or a tensor of indices, which decodes
+    those images into a uint8 ``(n, C, H, W)`` tensor). Training reads it through a
+    ``torch.utils.data.DataLoader`` with worker processes (:class:`Batcher`). ``read(path)``
+    returns one image as a uint8 ``(C, H, W)`` tensor; it must be picklable (a module-level
+    function, or a ``functools.partial`` of one) for the workers.
+    """
+
+    dtype = torch.uint8
+
+    def __init__(self, files: list[Path], shape: tuple[int, int, int], read: Callable[[Path], torch.Tensor]):
+        self.files = list(files)
+        self.shape = torch.Size((len(self.files), *shape))
+        self.read = read
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def dim(self) -> int:
+        return 4
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, int):
+            return self.read(self.files[index])
+        positions = range(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).tolist()
+        return torch.stack([self.read(self.files[position]) for position in positions])
+
+    def subset(self, index: torch.Tensor) -> FileImages:
+        """The images at ``index``, still in their files."""
+        return FileImages([self.files[position] for position in index.tolist()], tuple(self.shape[1:]), self.read)
+
+
+class _FileDataset(torch.utils.data.Dataset):
+    def __init__(self, images: FileImages):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, position: int) -> torch.Tensor:
+        return self.images[position]
 
 
 @dataclass
@@ -44,6 +94,8 @@ class ImageData:
     source: str = ""
 
     def __post_init__(self):
+        if isinstance(self.images, FileImages):
+            return
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
         for name, values in self.labels.items():
@@ -86,7 +138,8 @@ def select_holdout(data: ImageData, holdout: int, part: str = "train", source: s
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
     chosen = order[:holdout] if part == "holdout" else order[holdout:]
     index = chosen.sort().values
-    return ImageData(data.images[index], {name: values[index] for name, values in data.labels.items()},
+    images = data.images.subset(index) if isinstance(data.images, FileImages) else data.images[index]
+    return ImageData(images, {name: values[index] for name, values in data.labels.items()},
                      data.label_names, f"{data.source}, {part} part ({len(index)} of {len(data)})")
 
 
@@ -110,30 +163,54 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
 
 
 class Batcher:
-    """Endless shuffled batches from an in-memory dataset.
+    """Endless shuffled batches from a dataset.
 
     Each epoch is one permutation drawn from ``generator``; batches are slices of it, and the last
     partial batch of an epoch is dropped so every step sees ``batch_size`` images. The position in
     the permutation is part of :meth:`state_dict`, so a resumed run continues the same data order.
+    Images in memory are indexed directly (one ``index_select`` per batch); images in files
+    (:class:`FileImages`) are decoded by ``workers`` DataLoader processes, which prefetch the
+    epoch's batches in the same order.
     """
 
-    def __init__(self, data: ImageData, batch_size: int, generator: torch.Generator, device: torch.device):
+    def __init__(self, data: ImageData, batch_size: int, generator: torch.Generator, device: torch.device,
+                 share: Callable[[torch.Tensor], torch.Tensor] = lambda rows: rows, workers: int = 2):
+        """``share`` picks this process's rows of each batch's index (a distributed run's rank
+        keeps its part of the global batch; the order itself is the same on every rank)."""
         if batch_size > len(data):
             raise ValueError(f"batch size {batch_size} exceeds the dataset's {len(data)} images")
+        self.share = share
         self.data = data
         self.batch_size = batch_size
         self.generator = generator
         self.device = device
+        self.workers = workers
         self.epoch = 0
         self.position = 0
         self.order = torch.randperm(len(data), generator=generator)
+        self.streamed = isinstance(data.images, FileImages)
+        self._loaded = None  # the DataLoader's iterator over the rest of this epoch (streamed data)
         # Holding the images on the training device once avoids a host copy per step on a GPU.
-        self.images = data.images.to(device)
+        self.images = data.images if self.streamed else data.images.to(device)
         self.labels = {name: values.to(device) for name, values in data.labels.items()}
 
     @property
     def batches_per_epoch(self) -> int:
         return len(self.data) // self.batch_size
+
+    def _batch_indices(self, start: int) -> list[list[int]]:
+        """This process's index of every whole batch of the epoch from ``start`` on."""
+        return [self.share(self.order[position:position + self.batch_size]).tolist()
+                for position in range(start, len(self.order) - self.batch_size + 1, self.batch_size)]
+
+    def _stream(self):
+        loader = torch.utils.data.DataLoader(
+            _FileDataset(self.images), batch_sampler=self._batch_indices(self.position), num_workers=self.workers,
+            pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.workers else None,
+            # Its own generator: the workers' seeds must not be drawn from torch's global one, which
+            # a checkpoint restores (nothing random happens in the workers).
+            generator=torch.Generator().manual_seed(0))
+        return iter(loader)
 
     def next(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], bool]:
         """The next batch as (images in [-1, 1], labels, whether this batch started a new epoch)."""
@@ -142,12 +219,19 @@ class Batcher:
             self.epoch += 1
             self.position = 0
             self.order = torch.randperm(len(self.data), generator=self.generator)
+            self._loaded = None
             new_epoch = True
-        index = self.order[self.position : self.position + self.batch_size].to(self.device)
+        index = self.share(self.order[self.position : self.position + self.batch_size])
+        if self.streamed:
+            if self._loaded is None:
+                self._loaded = self._stream()
+            images = next(self._loaded).to(self.device, non_blocking=True)
+        else:
+            images = self.images.index_select(0, index.to(self.device))
+        index = index.to(self.device)
         self.position += self.batch_size
-        images = to_model_range(self.images.index_select(0, index))
         labels = {name: values.index_select(0, index) for name, values in self.labels.items()}
-        return images, labels, new_epoch
+        return to_model_range(images), labels, new_epoch
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "order": self.order.clone()}
@@ -158,3 +242,4 @@ class Batcher:
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
         self.order = state["order"].clone()
+        self._loaded = None  # the loader starts again where the checkpoint left off

@@ -18,10 +18,12 @@ from .images import save_grid
 from .models import count_parameters
 from .outputs import LAST, RunOutputs, read_json_lines, writing
 from .data import ImageData
+from .distributed import ProcessGroup, from_primary, ranks_from_environment
 from .pluginmanager import PluginHost, make_plugin_host
 from .progress import make_progress
 from .recipe import SCHEMA, Recipe, apply_overrides, load_recipe, schema_kind, validate
 from .run import Run, load_data, resolve_device
+from .threads import describe_threads
 from .training import TrainingInterrupted, train
 from .traversal import save_traversal
 
@@ -29,6 +31,8 @@ from .traversal import save_traversal
 RESUMABLE_CHANGES = {
     "run.out_dir", "data.root", "data.download", "train.steps", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.threads",
+    # How the same arithmetic runs: checkpoints from either setting load in the other.
+    "train.compile", "train.precision",
     # Logging only.
     "plugins.tensorboard", "plugins.tensorboard.logdir", "plugins.tensorboard.images",
     # Scoring never changes what is trained (ganforge.scoring): every [eval] key.
@@ -69,33 +73,45 @@ def run_recipe(path: Path, overrides: list[str] = (), resume: bool = False, *, f
     changes are printed as a warning.
     """
     host = host or make_plugin_host()
+    ranks = ranks_from_environment()
     console = console or Console()
+    if not ranks.primary:
+        console = Console(quiet=True)  # rank 0 alone prints (and writes files)
     resume = resume or force_resume
     recipe = read_recipe(path, overrides, host)
     outputs = RunOutputs(run_directory(recipe), recipe.train.keep_checkpoints)
-    # Before anything heavy: is there a run to resume, or a run that a new one would overwrite?
-    outputs.check_start(resume)
-    state = None
-    if resume:
-        state = load_checkpoint(outputs.last_checkpoint)
-        check_resumable(state["recipe"], recipe, force_resume, console)
+
+    def check_folder() -> dict | None:
+        # Before anything heavy: is there a run to resume, or a run that a new one would overwrite?
+        outputs.check_start(resume)
+        if not resume:
+            return None
+        stored = load_checkpoint(outputs.last_checkpoint)
+        check_resumable(stored["recipe"], recipe, force_resume, console)
+        return stored
+
     seed_global_rngs(recipe.run.seed)  # plugins drawing from Python's or numpy's generator: same seed, same draws
-    run = Run(recipe, host, outputs.directory)
-    outputs.prepare(recipe.to_toml(), resume=resume)
-    try:
-        if state is not None:
-            restore_run_state(run, state, outputs.last_checkpoint)
-            outputs.saved_step = run.step
-            outputs.truncate_metrics(run.step)
-            console.print(f"resuming {outputs.directory} at step {run.step}", highlight=False)
-        _print_header(console, recipe, run, outputs)
-        train(run, outputs, make_progress(console), resumed=state)
-    except TrainingInterrupted as stop:
-        stop.resume_command = resume_command(path, overrides)
-        raise
-    except BaseException as error:
-        explain_failure(error, outputs, path, overrides, new_run=not resume)
-        raise
+    with ProcessGroup(ranks, resolve_device(recipe.run.device)):
+        state = from_primary(check_folder, ranks)  # rank 0 reads its files; the other ranks get what it read
+        run = Run(recipe, host, outputs.directory, ranks=ranks)
+        if ranks.primary:
+            outputs.prepare(recipe.to_toml(), resume=resume)
+        try:
+            if state is not None:
+                restore_run_state(run, state, outputs.last_checkpoint)
+                outputs.saved_step = run.step
+                if ranks.primary:
+                    outputs.truncate_metrics(run.step)
+                console.print(f"resuming {outputs.directory} at step {run.step}", highlight=False)
+            _print_header(console, recipe, run, outputs)
+            train(run, outputs, make_progress(console), resumed=state)
+        except TrainingInterrupted as stop:
+            stop.resume_command = resume_command(path, overrides)
+            raise
+        except BaseException as error:
+            if ranks.primary:
+                explain_failure(error, outputs, path, overrides, new_run=not resume)
+            raise
     console.print(f"done: {run.step} steps, {run.images_seen} images; outputs in {outputs.directory}", highlight=False)
     return run
 
@@ -161,6 +177,13 @@ def _print_header(console: Console, recipe: Recipe, run: Run, outputs: RunOutput
         f" {'x'.join(map(str, run.data.image_shape))}), {recipe.loss.name} loss, inputs {inputs},"
         f" plugins: {', '.join(run.plugins) or 'none'}; {recipe.train.steps} steps of {recipe.train.batch_size}"
         f"{f', {run.d_steps} D steps each' if run.d_steps > 1 else ''} -> {outputs.directory}", highlight=False)
+    if run.device.type == "cpu":
+        console.print(f"threads: {describe_threads(recipe.train.threads)}", highlight=False)
+    if run.ranks.distributed:
+        ranks = run.ranks.world_size
+        console.print(f"distributed: {ranks} processes (DDP, {'NCCL' if run.device.type == 'cuda' else 'gloo'});"
+                      f" the global batch of {recipe.train.batch_size} is {recipe.train.batch_size // ranks} per"
+                      " process", highlight=False)
     for note in run.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
 

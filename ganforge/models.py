@@ -139,6 +139,12 @@ def batch_norm_per_chunk(module: nn.Module, sizes: list[int], updates: list[bool
             del layer.forward
 
 
+def float32(output: DiscriminatorOutput) -> DiscriminatorOutput:
+    """``output`` in float32 (from a pass under bf16 autocast), still attached to its graph."""
+    return DiscriminatorOutput(output.logits.float(), output.features.float(),
+                               {name: value.float() for name, value in output.heads.items()})
+
+
 def split_output(output: DiscriminatorOutput, sizes: list[int]) -> list[DiscriminatorOutput]:
     """A pass over batches put together, split back into one output per batch."""
     logits, features = output.logits.split(sizes), output.features.split(sizes)

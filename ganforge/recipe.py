@@ -27,6 +27,7 @@ MAX_GENERATED_IMAGES = 10_000_000  # 7.8 GB of 28 px sprites already
 MAX_NOISE_DIM = 65_536
 MAX_D_STEPS = 1000
 MAX_THREADS = 1024
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "image_size": Field(0, int, between(0, MAX_IMAGE_SIZE)),  # 0 keeps the dataset's size
         "size": Field(0, int, between(0, MAX_GENERATED_IMAGES)),  # generated datasets: how many images (0: default)
         "holdout": Field(0, int, between(0, MAX_GENERATED_IMAGES)),  # images kept out of training, for evaluation
+        "stream": Field(False, bool),  # image-folder: leave images in their files, decode each batch in workers
+        "workers": Field(2, int, between(0, 64)),  # DataLoader processes for streamed data (0: the training process)
     },
     "model": {
         "name": Field("dcgan", str, registry="models"),
@@ -144,6 +147,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "checkpoint_every": Field(1000, int, positive),
         "keep_checkpoints": Field(3, int, non_negative),  # periodic ones kept besides last.pt
         "threads": Field(0, int, between(0, MAX_THREADS)),  # 0 keeps torch's default
+        "compile": Field(False, bool),  # torch.compile the networks (docs/performance.md: slower on small CPUs)
+        "precision": Field("fp32", str, one_of(*PRECISIONS)),  # bf16: autocast the passes; losses stay fp32
         "optimizer": Field("adam", str, registry="optimizers"),
     },
     "loss": {

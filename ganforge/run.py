@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from .contracts import check_data, check_latent, check_loss, check_models
-from .data import Batcher, DataSettings, ImageData, resolve_data_root, select_holdout
+from .data import Batcher, DataSettings, FileImages, ImageData, resolve_data_root, select_holdout
+from .distributed import ALONE, Ranks, training_device
 from .errors import GanforgeError, PluginError, RecipeError
 from .latents import LatentDistribution
 from .models import Discriminator, DiscriminatorWithHeads, takes_conditions
@@ -46,11 +47,14 @@ def load_data(recipe: Recipe, host: PluginHost, part: str = "train", holdout: in
     data = recipe.data
     settings = DataSettings(
         name=data.name, root=resolve_data_root(data.root), split=data.split, download=data.download,
-        image_size=data.image_size, size=data.size, seed=recipe.run.seed,
+        image_size=data.image_size, size=data.size, seed=recipe.run.seed, stream=data.stream,
     )
     entry = host.datasets.entry(data.name)
     images = host.guarded(entry.plugin, entry.value, settings=settings)
     check_data(images, host.origin(host.datasets, data.name))
+    if data.stream and not isinstance(images.images, FileImages):
+        raise RecipeError(f"dataset {data.name!r} is loaded into memory, it does not stream; data.stream applies"
+                          " to image-folder (set it to false)", source=recipe.source, key="data.stream")
     return select_holdout(images, data.holdout if holdout is None else holdout, part, source=recipe.source)
 
 
@@ -66,20 +70,23 @@ class Run:
     """
 
     def __init__(self, recipe: Recipe, host: PluginHost, directory: Path, data: ImageData | None = None,
-                 image_shape: tuple[int, int, int] | None = None, keep_global_state: bool = False):
+                 image_shape: tuple[int, int, int] | None = None, keep_global_state: bool = False,
+                 ranks: Ranks = ALONE):
         """Build the run. With ``image_shape`` instead of ``data``, build only the models (to sample
         from a checkpoint without its dataset); such a run has no ``data`` and cannot train.
         ``keep_global_state`` leaves torch's global generator and thread count as they were (for
-        loading a checkpoint inside someone else's program)."""
+        loading a checkpoint inside someone else's program). ``ranks``: this process's place in a
+        distributed run (ganforge.distributed)."""
         self.recipe = recipe
         self.host = host
         self.directory = Path(directory)
-        self.device = resolve_device(recipe.run.device)
+        self.ranks = ranks
+        self.device = training_device(resolve_device(recipe.run.device), ranks)
         self.step = 0
         self.images_seen = 0
         self.plugins: dict[str, Any] = {}
         self.inputs: dict[str, LatentDistribution] = {}
-        self.streams = RandomStreams(recipe.run.seed)
+        self.streams = RandomStreams(recipe.run.seed, ranks.rank)
         self.transforms: list[tuple[str, Callable]] = []
         self.eval_best: dict | None = None  # the best eval.best figure so far (ganforge.scoring)
         self.notes: list[str] = []  # what plugins changed, for the run header and ganforge check
@@ -102,7 +109,15 @@ class Run:
             if batch_size > len(self.data):
                 raise RecipeError(f"{batch_size} exceeds the dataset's {len(self.data)} images",
                                   source=recipe.source, key="train.batch_size")
-            self.batcher = Batcher(self.data, batch_size, self.rng("data", "cpu"), self.device)
+            if batch_size % ranks.world_size:
+                raise RecipeError(f"{batch_size} (the global batch) does not split evenly over {ranks.world_size}"
+                                  " processes; use a multiple of the process count", source=recipe.source,
+                                  key="train.batch_size")
+            self.batcher = Batcher(self.data, batch_size, self.rng("data", "cpu"), self.device, ranks.share,
+                                   recipe.data.workers)
+        # What a training step calls: the modules themselves, or a wrapper (DDP) set by the loop.
+        self.training_generator: nn.Module = self.generator
+        self.training_discriminator: nn.Module = self.discriminator
 
     def _build(self, data: ImageData | None, image_shape: tuple[int, int, int] | None) -> None:
         self._switch_on_plugins()
@@ -324,6 +339,19 @@ class Run:
     @property
     def input_dim(self) -> int:
         return sum(distribution.input_dim for distribution in self.inputs.values())
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The precision of the training passes: bf16 autocast with ``train.precision = "bf16"``
+        (matrix products and convolutions in bf16), else nothing. The step casts every output
+        back to float32 before any loss is computed from it."""
+        if self.recipe.train.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def training_latents(self) -> dict[str, torch.Tensor]:
+        """One step's latents: the global batch drawn from the run's stream, this rank's rows of it."""
+        latents = self.sample_latents(self.recipe.train.batch_size)
+        return {name: self.ranks.share(values) for name, values in latents.items()}
 
     def sample_latents(self, n: int, rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """One batch of every generator input, drawn in a fixed order from ``rng`` (the run's own by default)."""

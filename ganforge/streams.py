@@ -26,11 +26,21 @@ def seeded_generator(seed: int, stream: int, device: torch.device | str = "cpu")
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + stream)
 
 
-class RandomStreams:
-    """The run's named generators, created on first use, saved and restored as plain states."""
+#: Streams every rank of a distributed run draws alike (each keeps its own rows of the global
+#: batch); every other stream is drawn per rank.
+SHARED_STREAMS = frozenset(CORE_STREAMS)
+RANK_STRIDE = 7_919  # how far apart the per-rank streams of one name are seeded
 
-    def __init__(self, seed: int):
+
+class RandomStreams:
+    """The run's named generators, created on first use, saved and restored as plain states.
+
+    ``rank`` (of a distributed run) moves the seeds of the per-rank streams; rank 0's are the
+    single-process run's."""
+
+    def __init__(self, seed: int, rank: int = 0):
         self.seed = seed
+        self.rank = rank
         self._generators: dict[str, torch.Generator] = {}
 
     def get(self, name: str, device: torch.device | str = "cpu") -> torch.Generator:
@@ -38,7 +48,8 @@ class RandomStreams:
         device = torch.device(device)
         generator = self._generators.get(name)
         if generator is None:
-            generator = self._generators[name] = seeded_generator(self.seed, stream_number(name), device)
+            number = stream_number(name) + (0 if name in SHARED_STREAMS else self.rank * RANK_STRIDE)
+            generator = self._generators[name] = seeded_generator(self.seed, number, device)
         elif generator.device.type != device.type:
             raise ValueError(f"random stream {name!r} lives on {generator.device}, asked for on {device}")
         return generator
@@ -47,8 +58,16 @@ class RandomStreams:
         return {name: {"device": str(generator.device), "state": generator.get_state()}
                 for name, generator in self._generators.items()}
 
-    def load_state_dict(self, states: dict[str, dict]) -> None:
+    def load_state_dict(self, states: dict[str, dict], step: int = 0) -> None:
         """Restore every saved stream (creating it first, so a plugin that asks for it later,
-        even in ``ganforge_train_start``, continues where the checkpoint left it)."""
+        even in ``ganforge_train_start``, continues where the checkpoint left it).
+
+        Checkpoints hold rank 0's streams: another rank restores the shared ones and seeds its
+        own afresh from the seed, the rank and ``step`` (the step resumed at), so that it never
+        repeats the draws it made from the start."""
         for name, saved in states.items():
+            if self.rank and name not in SHARED_STREAMS:
+                number = stream_number(name) + self.rank * RANK_STRIDE + step * 1_000_000_007
+                self._generators[name] = seeded_generator(self.seed, number, saved["device"])
+                continue
             self.get(name, saved["device"]).set_state(saved["state"])

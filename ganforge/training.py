@@ -19,10 +19,11 @@ from typing import Self
 
 import torch
 
+from . import distributed
 from .checkpoint import restore_plugin_states
 from .errors import GanforgeError, PluginError
 from .losses import LossTerm, adversarial_loss
-from .models import DiscriminatorOutput, batch_norm_per_chunk, frozen_batch_statistics, split_output
+from .models import DiscriminatorOutput, batch_norm_per_chunk, float32, frozen_batch_statistics, split_output
 from .outputs import RunOutputs
 from .run import Run
 from .scoring import TrainingEvaluation
@@ -116,12 +117,19 @@ def discriminator_passes(run: Run, batches: list[tuple[torch.Tensor, dict[str, t
     so each batch is normalised as if alone and only those marked move the running statistics.
     Heads see the conditions every batch has."""
     seen = [run.transform(images) for images, _, _ in batches]
+    if run.recipe.train.compile:
+        # Compiled networks take one batch at a time: per-batch batch norm would recompile every step.
+        outputs = []
+        for images, (_, conditions, moves) in zip(seen, batches):
+            with contextlib.nullcontext() if moves else frozen_batch_statistics(run.discriminator), run.autocast():
+                outputs.append(float32(run.training_discriminator(images, conditions)))
+        return outputs
     shared = set.intersection(*(set(conditions) for _, conditions, _ in batches))
     conditions = {name: torch.cat([batch[1][name] for batch in batches]) for name in sorted(shared)}
     sizes = [len(images) for images in seen]
-    with batch_norm_per_chunk(run.discriminator, sizes, [moves for *_, moves in batches]):
-        output = run.discriminator(torch.cat(seen), conditions)
-    return split_output(output, sizes)
+    with batch_norm_per_chunk(run.discriminator, sizes, [moves for *_, moves in batches]), run.autocast():
+        output = run.training_discriminator(torch.cat(seen), conditions)
+    return split_output(float32(output), sizes)
 
 
 def discriminator_step(run: Run, keep_graph: bool = True) -> tuple[StepContext, torch.Tensor, dict[str, torch.Tensor]]:
@@ -131,9 +139,10 @@ def discriminator_step(run: Run, keep_graph: bool = True) -> tuple[StepContext, 
     real, labels, new_epoch = run.batcher.next()
     if new_epoch:
         hook.ganforge_epoch_end(run=run, epoch=run.batcher.epoch)
-    latents = run.sample_latents(real.shape[0])
-    with contextlib.nullcontext() if keep_graph else torch.no_grad():
-        fake = run.generator_forward(latents)
+    latents = run.training_latents()
+    with contextlib.nullcontext() if keep_graph else torch.no_grad(), run.autocast():
+        fake = run.generator_forward(latents, run.training_generator)
+    fake = fake.float()
     conditions = run.real_conditions(labels)
     views = [(name, images) for contribution in hook.ganforge_discriminator_views(run=run, real=real)
              for name, images in contribution]
@@ -145,11 +154,16 @@ def discriminator_step(run: Run, keep_graph: bool = True) -> tuple[StepContext, 
     ctx = StepContext("D", run.step + 1, run, real, labels, latents, fake.detach(), d_fake, d_real, logs, conditions,
                       dict(zip((name for name, _ in views), d_views)))
     total = objective("D", adversarial_loss(run.loss, ctx), hook.ganforge_discriminator_loss_terms(ctx=ctx), logs)
+    if run.ranks.distributed:
+        # Every output of the pass joins the objective, a head no term used with weight 0: DDP
+        # waits for a gradient of every parameter the pass touched.
+        total = total + 0 * sum(value.sum() for output in (d_real, d_fake, *d_views)
+                                for value in (output.logits, *output.heads.values()))
     run.optimizer_d.zero_grad(set_to_none=True)
     # Gradients for D's trainable parameters only: an image a penalty made differentiable gets none.
     total.backward(inputs=trainable(run.discriminator))
     run.optimizer_d.step()
-    run.images_seen += real.shape[0]
+    run.images_seen += real.shape[0] * run.ranks.world_size
     return ctx, fake, logs
 
 
@@ -168,8 +182,8 @@ def train_step(run: Run) -> dict[str, torch.Tensor]:
 
     # Update G through the updated D, on the last D step's fakes. Only G's parameters receive
     # gradients (D's own flags are left alone), and this pass does not move D's batch statistics.
-    with frozen_batch_statistics(run.discriminator):
-        d_fake = run.discriminator(run.transform(fake), ctx.latents)
+    with frozen_batch_statistics(run.discriminator), run.autocast():
+        d_fake = float32(run.discriminator(run.transform(fake), ctx.latents))
     ctx = StepContext("G", ctx.step, run, ctx.real, ctx.labels, ctx.latents, fake, d_fake, None, logs, ctx.conditions)
     total = objective("G", adversarial_loss(run.loss, ctx), hook.ganforge_generator_loss_terms(ctx=ctx), logs)
     run.optimizer_g.zero_grad(set_to_none=True)
@@ -287,13 +301,20 @@ def train(run: Run, outputs: RunOutputs, progress, resumed: dict | None = None) 
     """
     hook = run.host.hook
     cadence = run.recipe.train
+    ranks, primary = run.ranks, run.ranks.primary
     meter = Meter(resumed.get("meter") if resumed else None, run.device)
     error: BaseException | None = None
     hook.ganforge_train_start(run=run)
     if resumed:
         restore_plugin_states(run, resumed, outputs.last_checkpoint)
+    if run.recipe.train.compile:
+        # In place: the modules stay themselves, so checkpoints are the same with or without.
+        run.generator.compile()
+        run.discriminator.compile()
+    run.training_generator = distributed.wrap(run.generator, ranks, run.device)
+    run.training_discriminator = distributed.wrap(run.discriminator, ranks, run.device)
     progress.start(total=cadence.steps, completed=run.step, images=run.images_seen)
-    scoring = TrainingEvaluation(run, outputs, progress) if run.recipe.eval.every else None
+    scoring = TrainingEvaluation(run, outputs, progress) if run.recipe.eval.every and primary else None
     started, images_at_start = time.perf_counter(), run.images_seen
     try:
         with StopRequests(outputs.last_checkpoint) as stop:
@@ -305,36 +326,41 @@ def train(run: Run, outputs: RunOutputs, progress, resumed: dict | None = None) 
                 step, last = run.step, run.step == cadence.steps
                 hook.ganforge_step_end(run=run, step=step, logs=logs)
                 meter.add(logs)
-                if step % cadence.log_every == 0 or last or step % cadence.checkpoint_every == 0:
+                saved = step % cadence.checkpoint_every == 0 or last
+                if step % cadence.log_every == 0 or last or saved:
+                    meter.sums = distributed.mean_over_ranks(meter.sums, ranks)
                     seconds = time.perf_counter() - started
                     record = {"step": step, "images": run.images_seen, **meter.flush(step),
                               "images_per_s": (run.images_seen - images_at_start) / max(seconds, 1e-9)}
-                    outputs.log_metrics(record)
-                    progress.log(record)
-                    hook.ganforge_log(run=run, step=step, record=record)
+                    if primary:
+                        outputs.log_metrics(record)
+                        progress.log(record)
+                        hook.ganforge_log(run=run, step=step, record=record)
                 progress.advance(step, run.images_seen)
-                if step % cadence.sample_every == 0 or last:
+                if primary and (step % cadence.sample_every == 0 or last):
                     images = run.generate(run.fixed_latents)
                     path = outputs.write_samples(step, images)
                     hook.ganforge_samples(run=run, step=step, images=images, path=path)
                 if scoring and scoring.due(step, last):
                     scoring.evaluate(step, meter.state_dict())
-                saved = step % cadence.checkpoint_every == 0 or last
-                if saved:
+                if saved and primary:
                     outputs.save_checkpoint(run, meter.state_dict())
-                if stop.signal_number is not None and not last:
+                # Every rank stops after the same step: the signal may reach them at different times.
+                if distributed.any_rank(stop.signal_number is not None, ranks) and not last:
+                    stop.signal_number = stop.signal_number or signal.SIGTERM
                     stop_after_step(run, outputs, meter, stop, saved)
     except BaseException as exc:
         error = exc
         raise
     finally:
         progress.stop()
+        run.training_generator, run.training_discriminator = run.generator, run.discriminator
         hook.ganforge_train_end(run=run, error=error)
 
 
 def stop_after_step(run: Run, outputs: RunOutputs, meter: Meter, stop: StopRequests, saved: bool) -> None:
     """Checkpoint the step just finished (unless its cadence just did), then stop."""
-    if not saved:
+    if not saved and run.ranks.primary:
         meter.means(run.step)  # the one sync this costs: never checkpoint weights behind a NaN loss
         outputs.save_checkpoint(run, meter.state_dict(), periodic=False)
     raise TrainingInterrupted(stop.signal_number, outputs.last_checkpoint, run.step)

@@ -257,3 +257,53 @@ def test_datasets_are_reached_through_the_plugin_host():
     assert host.datasets.by_plugin("datasets") == ["cifar10", "fashion-mnist", "image-folder", "mnist"]
     data = host.datasets.get("mnist")(DataSettings(name="mnist", root=MNIST_DIR, split="test"))
     assert len(data) == 10_000
+
+
+def grey_folder(root: Path, count: int) -> None:
+    """``count`` flat grey images, image ``i`` of value ``5 * i``: a batch shows which it holds."""
+    for index in range(count):
+        write_image(root / f"{index:03d}.png", (5 * index,) * 3, size=(8, 8))
+
+
+def test_a_streamed_image_folder_gives_the_batches_memory_gives_and_resumes_mid_epoch(tmp_path):
+    from ganforge.data import Batcher, FileImages
+
+    grey_folder(tmp_path, 40)
+    in_memory = load_image_folder(settings(tmp_path, image_size=8))
+    streamed = load_image_folder(settings(tmp_path, image_size=8, stream=True))
+    assert isinstance(streamed.images, FileImages) and streamed.images.shape == in_memory.images.shape
+    assert torch.equal(streamed.images[torch.tensor([3, 1])], in_memory.images[[3, 1]])
+    assert torch.equal(streamed.images[2:5], in_memory.images[2:5])
+
+    def batches(data, count, workers=2, resume_from=None):
+        batcher = Batcher(data, 16, torch.Generator().manual_seed(7), torch.device("cpu"), workers=workers)
+        if resume_from:  # as a resumed run restores its data stream and order
+            batcher.generator.set_state(resume_from.generator.get_state())
+            batcher.load_state_dict(resume_from.state_dict())
+        return [batcher.next() for _ in range(count)], batcher
+
+    expected, _ = batches(in_memory, 5)  # two per epoch of 40: crosses two epoch ends
+    got, _ = batches(streamed, 5)
+    for (want, _, want_new), (have, _, have_new) in zip(expected, got):
+        assert torch.equal(have, want) and have_new == want_new
+    # A checkpoint's data order, taken mid-epoch, continues the same batches when streamed.
+    _, halfway = batches(in_memory, 3)
+    resumed, _ = batches(streamed, 2, workers=0, resume_from=halfway)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, expected[3:]))
+
+
+def test_stream_on_a_dataset_held_in_memory_is_a_recipe_error(tmp_path):
+    from .conftest import invoke, assert_one_line_cli_error, tiny_recipe, write_recipe
+
+    path = write_recipe(tmp_path / "r.toml", tiny_recipe(tmp_path / "runs", data={"stream": True}))
+    assert_one_line_cli_error(invoke("check", str(path)), 2, "data.stream", "image-folder")
+
+
+def test_a_run_on_a_streamed_image_folder_trains_and_resumes_bit_for_bit(tmp_path):
+    from .test_variant_hooks import assert_resumes_bitwise
+
+    grey_folder(tmp_path / "images", 48)
+    data = {"name": "image-folder", "root": str(tmp_path / "images"), "image_size": 32, "stream": True,
+            "workers": 1, "size": 0}
+    straight, resumed = assert_resumes_bitwise(tmp_path, lambda: [], data=data, model={"name": "dcgan"})
+    assert resumed.images_seen == 4 * 16

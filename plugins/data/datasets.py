@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganforge.data import SPLITS, DataSettings, ImageData
+from ganforge.data import SPLITS, DataSettings, FileImages, ImageData
 from ganforge.errors import DataError, RecipeError
 from ganforge.hookspecs import hookimpl
 
@@ -257,18 +257,33 @@ def load_image_folder(settings: DataSettings) -> ImageData:
     size = settings.image_size or IMAGE_FOLDER_DEFAULT_SIZE
     if size < 0:
         raise RecipeError(f"image size must be positive, got {size}", key="data.image_size")
+    labels, label_names = folder_labels(root, files)
+    if settings.stream:  # decoded batch by batch in DataLoader workers
+        read_image(files[0], size)  # an unreadable first file is a one-line error now, not in a worker
+        images = FileImages(files, (3, size, size), partial(read_image_tensor, size=size))
+        return ImageData(images, labels, label_names, source=f"image-folder {root}, streamed")
     images = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
     # Decoding and resizing release the GIL in PIL, so threads give a real speed-up here.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for index, pixels in enumerate(pool.map(partial(read_image, size=size), files)):
             images[index] = torch.from_numpy(pixels).permute(2, 0, 1)
+    return ImageData(images, labels, label_names, source=f"image-folder {root}")
+
+
+def folder_labels(root: Path, files: list[Path]) -> tuple[dict, dict]:
+    """``label`` by top-level subfolder, when every image is in one and there are at least two."""
     top_folders = [path.relative_to(root).parts[0] if path.parent != root else None for path in files]
     classes = sorted(set(top_folders) - {None})
     if None in top_folders or len(classes) < 2:
-        return ImageData(images, source=f"image-folder {root}")
+        return {}, {}
     index_of = {name: index for index, name in enumerate(classes)}
     labels = torch.tensor([index_of[name] for name in top_folders], dtype=torch.int64)
-    return ImageData(images, {"label": labels}, {"label": classes}, source=f"image-folder {root}")
+    return {"label": labels}, {"label": classes}
+
+
+def read_image_tensor(path: Path, size: int) -> torch.Tensor:
+    """One image as a uint8 (3, size, size) tensor (what streamed batches are made of)."""
+    return torch.from_numpy(read_image(path, size)).permute(2, 0, 1).contiguous()
 
 
 def image_files(root: Path) -> list[Path]:

@@ -1,0 +1,5 @@
+"""``python -m ganforge``: the ``ganforge`` command (what ``torchrun -m ganforge`` starts)."""
+
+from .cli import main
+
+main()
