@@ -32,7 +32,7 @@ RESUMABLE_CHANGES = {
     "run.out_dir", "data.root", "data.download", "train.steps", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.threads",
     # How the same arithmetic runs: checkpoints from either setting load in the other.
-    "train.compile", "train.precision",
+    "train.compile", "train.precision", "train.memory_format",
     # Logging only.
     "plugins.tensorboard", "plugins.tensorboard.logdir", "plugins.tensorboard.images",
     # Scoring never changes what is trained (ganforge.scoring): every [eval] key.

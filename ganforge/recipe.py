@@ -28,6 +28,7 @@ MAX_NOISE_DIM = 65_536
 MAX_D_STEPS = 1000
 MAX_THREADS = 1024
 PRECISIONS = ("fp32", "bf16")
+MEMORY_FORMATS = ("auto", "channels-last", "contiguous")
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "threads": Field(0, int, between(0, MAX_THREADS)),  # 0 keeps torch's default
         "compile": Field(False, bool),  # torch.compile the networks (docs/performance.md: slower on small CPUs)
         "precision": Field("fp32", str, one_of(*PRECISIONS)),  # bf16: autocast the passes; losses stay fp32
+        "memory_format": Field("auto", str, one_of(*MEMORY_FORMATS)),  # auto: channels-last from 32 px up
         "optimizer": Field("adam", str, registry="optimizers"),
     },
     "loss": {

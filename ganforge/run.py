@@ -225,10 +225,26 @@ class Run:
                 heads[name] = module
         self.generator = generator
         self.discriminator = DiscriminatorWithHeads(trunk, dict(sorted(heads.items()))).to(self.device)
+        if self.channels_last():
+            self.generator.to(memory_format=torch.channels_last)
+            self.discriminator.to(memory_format=torch.channels_last)
+            self.note("convolution weights in channels-last memory format (train.memory_format)")
         self.loss = self.host.losses.get(recipe.loss.name)
         check_loss(self.loss, self.host.origin(self.host.losses, recipe.loss.name))
         self.parameter_groups = {"G": [{"params": list(generator.parameters()), "lr": recipe.train.g_lr}],
                                  "D": self.discriminator_groups()}
+
+    def channels_last(self) -> bool:
+        """Whether the networks' 4-d weights are stored channels-last (``train.memory_format``).
+
+        ``auto`` chooses it for images of 32 px and more, where convolutions dominate: DCGAN at
+        64 px trained 17% faster with it on a 2-core CPU, the 28 px InfoGAN networks (mostly
+        linear layers) 4% slower (docs/performance.md). Convolutions then compute in that format
+        whatever the input's; the values are the same."""
+        chosen = self.recipe.train.memory_format
+        if chosen == "auto":
+            return self.image_shape[1] >= 32
+        return chosen == "channels-last"
 
     def discriminator_groups(self) -> list[dict]:
         """D's parameters as optimizer groups: the trunk at ``train.d_lr``, and each head at its own

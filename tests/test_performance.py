@@ -255,3 +255,18 @@ def test_a_compiled_run_trains_like_an_eager_one_and_their_checkpoints_load_in_e
     more = {**steps, "steps": 3}
     assert run_tiny(tmp_path / "eager", plugins=plugins, resume=True, train={**more, "compile": True}).step == 3
     assert run_tiny(tmp_path / "compiled", plugins=plugins, resume=True, train=more).step == 3
+
+
+def test_memory_format_auto_is_channels_last_from_32_px_and_trains_the_same(tmp_path):
+    def first_step(name, **train):
+        run = built_run(tmp_path / name, data={"image_size": 32}, model={"name": "dcgan"}, train=train)
+        weight = next(p for p in run.discriminator.parameters() if p.dim() == 4)
+        return run, weight, train_step(run)
+
+    run, weight, logs = first_step("auto")
+    assert run.channels_last() and weight.is_contiguous(memory_format=torch.channels_last)
+    _, plain_weight, plain_logs = first_step("contiguous", memory_format="contiguous")
+    assert plain_weight.is_contiguous() and not plain_weight.is_contiguous(memory_format=torch.channels_last)
+    for name in ("loss/D/adv", "loss/G/adv"):
+        torch.testing.assert_close(logs[name], plain_logs[name], rtol=1e-4, atol=1e-5)
+    assert not built_run(tmp_path / "small").channels_last()  # 28 px: mostly linear layers
