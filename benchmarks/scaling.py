@@ -1,7 +1,8 @@
 """Benchmark: how ganforge's training step time grows with batch size and image size.
 
-DCGAN on the ``shapes`` sprites (generated, so no files are needed): ``dcgan-28`` at 28 px and
-the classic DCGAN at 32, 64 and 128 px, each at batch 16, 32, 64 and 128. Each cell is the mean
+DCGAN on ``shapes`` sprites: ``dcgan-28`` at 28 px on the generated dataset, and the classic
+DCGAN at 32, 64 and 128 px on 1,024 of them written as PNG files (``image-folder``, which resizes;
+RGB), each at batch 16, 32, 64 and 128. Each cell is the mean
 time of one full training step (D and G updates) over ``--steps`` steps after two warm-up steps,
 measured in this process through the same step ``ganforge run`` takes.
 
@@ -27,10 +28,21 @@ SIZES = (28, 32, 64, 128)
 BATCHES = (16, 32, 64, 128)
 
 
+def write_sprites(folder: Path, count: int = 1024) -> None:
+    from PIL import Image
+
+    from ganforge_plugins.data.shapes import generate_shapes
+
+    for index, sprite in enumerate(generate_shapes(count, 64, seed=0).images):
+        Image.fromarray(sprite[0].numpy()).save(folder / f"{index:04d}.png")
+
+
 def step_seconds(host, size: int, batch: int, steps: int, folder: Path) -> float:
+    data = {"name": "shapes", "image_size": 28, "size": 1024} if size == 28 else \
+        {"name": "image-folder", "root": str(folder / "sprites"), "image_size": size}
     values = {
         "run": {"name": "scaling", "out_dir": str(folder)},
-        "data": {"name": "shapes", "image_size": size, "size": 1024},
+        "data": data,
         "model": {"name": "dcgan-28" if size == 28 else "dcgan"},
         "latent": {"noise_dim": 100},
         "train": {"batch_size": batch},
@@ -50,10 +62,12 @@ def main() -> None:
     args = parser.parse_args()
     host = make_plugin_host()
     print(f"# scaling: DCGAN on shapes, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch"
-          f" {torch.__version__}; ms per step (images/s)")
+          f" {torch.__version__}; ms per step (images/s); 28 px grey, 32-128 px RGB")
     print("| image size | " + " | ".join(f"batch {batch}" for batch in BATCHES) + " |")
     print("|---|" + "---:|" * len(BATCHES))
     with tempfile.TemporaryDirectory() as scratch:
+        (Path(scratch) / "sprites").mkdir()
+        write_sprites(Path(scratch) / "sprites")
         for size in SIZES:
             cells = []
             for batch in BATCHES:

@@ -57,8 +57,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--every", type=int, default=25, help="steps between scorings")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="an extra recipe override")
+    parser.add_argument("--plain-steps", type=int, default=100, help="steps of the plain loop's timing (0: skip it)")
     args = parser.parse_args()
-    plain = plain_speed(100)
+    plain = plain_speed(args.plain_steps) if args.plain_steps else float("nan")
     print(f"# time to quality: InfoGAN MNIST as shipped{' with ' + ' '.join(args.extra) if args.extra else ''};"
           f" scored every {args.every} steps; plain loop {plain:.1f} images/s on this machine")
     header = " | ".join(f"{target:.2f}: images, min (plain-loop min)" for target in TARGETS)

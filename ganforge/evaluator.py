@@ -86,12 +86,12 @@ class Evaluator:
     def sha256(self) -> str:
         return self.record["sha256"]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def features(self, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
         """Features of images in [-1, 1] (float) or uint8, in batches, on the CPU."""
         return self._map(self.net.features, images, batch)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def classify(self, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
         """The predicted class of each image."""
         return self._map(self.net, images, batch).argmax(dim=1)

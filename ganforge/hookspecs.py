@@ -256,6 +256,8 @@ def ganforge_train_start(run):
     ``run.step`` is 0 for a new run and the checkpoint's step for a resumed one. A resumed run
     restores each plugin's ``load_state_dict`` *after* this hook, so state a plugin sets up here
     is then overwritten by the checkpoint's; the run's random streams are restored before it.
+    Under torchrun it runs on every rank: a plugin that writes files does so only where
+    ``run.ranks.primary`` (``ganforge_log`` and ``ganforge_samples`` are called on rank 0 only).
     """
 
 

@@ -64,7 +64,7 @@ class InceptionFeatures:
     def sha256(self) -> str:
         return self.record["sha256"]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def features(self, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
         """2,048 pooled features of images in [-1, 1] (float) or uint8, resized to 299 px inside."""
         out = []

@@ -381,7 +381,7 @@ class Run:
         except KeyError as missing:
             raise GanforgeError(f"latents lack the generator input {missing}") from None
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, latents: dict[str, torch.Tensor]) -> torch.Tensor:
         """Images in [0, 1] for ``latents`` from the inference generator in eval mode (BN running
         statistics)."""

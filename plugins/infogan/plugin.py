@@ -225,7 +225,7 @@ class InfoGAN:
 
     # -- evaluation -------------------------------------------------------------------------
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_codes(self, run, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Q's parameters for each code on ``images`` (in [-1, 1]), discriminator in eval mode."""
         discriminator = run.discriminator

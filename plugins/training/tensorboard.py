@@ -43,6 +43,8 @@ class TensorBoard:
 
     @hookimpl
     def ganforge_train_start(self, run):
+        if not run.ranks.primary:
+            return  # under torchrun, rank 0 alone logs (the core calls ganforge_log there only)
         logdir = Path(self.logdir) if self.logdir else run.directory / "tensorboard"
         self.writer = self.writer_class(log_dir=str(logdir), purge_step=run.step + 1 if run.step else None)
 
