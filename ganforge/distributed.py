@@ -88,9 +88,13 @@ class ProcessGroup:
             _control = dist.new_group(backend="gloo") if self.device.type == "cuda" else None
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
         global _control
         if self.ranks.distributed and dist.is_initialized():
+            if exc_type is None or issubclass(exc_type, GanforgeError):
+                # Every rank ends the same way here (done, or stopped after the same step): wait for
+                # all before tearing connections down, or a rank still sending aborts its process.
+                dist.barrier(group=_control)
             dist.destroy_process_group()
             _control = None
 
