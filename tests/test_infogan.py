@@ -16,7 +16,7 @@ from ganforge.launch import evaluate_run, read_recipe
 from ganforge.run import Run
 from ganforge.training import train_step
 from ganforge_plugins.metrics.clustering import contingency, matched_accuracy, normalized_mutual_information, purity
-from ganforge_plugins.augmentation.images import STILL, Moves, jitter
+from ganforge_plugins.augmentation.images import MOVE_PRESETS, STILL, Moves, jitter
 from ganforge_plugins.infogan.plugin import disagreement, information_of_predictions
 
 from .conftest import make_host, run_tiny, tiny_recipe, write_recipe
@@ -133,6 +133,69 @@ def test_consistency_and_real_information_train_q_on_real_images(tmp_path):
     # With every code's λ at 0, only the real-image terms can move Q.
     q_gradient = lambda run: torch.cat([p.grad.flatten() for p in run.discriminator.heads["q"].parameters()])
     assert q_gradient(on).abs().sum() > 0 and q_gradient(off).abs().sum() == 0
+
+
+def test_a_certain_flip_mirrors_every_image_and_passes_the_gradient_back_mirrored():
+    images = torch.randn(4, 1, 8, 8, requires_grad=True)
+    mirrored = jitter(images, torch.Generator().manual_seed(0), Moves(**{**vars(STILL), "flip": 1.0}))
+    assert torch.allclose(mirrored, images.flip(3), atol=1e-5)
+    upstream = torch.randn(4, 1, 8, 8)
+    (mirrored * upstream).sum().backward()
+    assert torch.allclose(images.grad, upstream.flip(3), atol=1e-5)
+
+
+def test_a_half_chance_flip_mirrors_some_images_reproducibly():
+    images = torch.randn(64, 1, 8, 8)
+    moves = Moves(**{**vars(STILL), "flip": 0.5})
+    moved = jitter(images, torch.Generator().manual_seed(3), moves)
+    assert torch.equal(moved, jitter(images, torch.Generator().manual_seed(3), moves))
+    flipped = torch.tensor([torch.allclose(m, i.flip(2), atol=1e-5) for m, i in zip(moved, images)])
+    kept = torch.tensor([torch.allclose(m, i, atol=1e-5) for m, i in zip(moved, images)])
+    assert torch.all(flipped ^ kept) and 16 <= flipped.sum() <= 48
+
+
+def test_the_handwriting_preset_is_the_default_and_draws_as_before():
+    # Sets of moves without a mirror draw 7 numbers per image, as before the flip existed, so a
+    # recipe's runs and checkpoints are unchanged.
+    assert MOVE_PRESETS["handwriting"] == Moves()
+    images = torch.rand(5, 1, 28, 28) * 2 - 1
+    rng = torch.Generator().manual_seed(4)
+    jitter(images, rng)
+    after = torch.Generator().manual_seed(4)
+    torch.rand(5, 7, generator=after)
+    assert torch.equal(rng.get_state(), after.get_state())
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"moves": "clothing"}, MOVE_PRESETS["clothing"]),
+    ({"move_values": {"shear": 0.8}}, Moves(shear=0.8)),  # on top of the default, handwriting
+    ({"moves": "none", "move_values": {"shift": 0.05, "flip": 0.5}}, Moves(**{**vars(STILL), "shift": 0.05, "flip": 0.5})),
+])
+def test_moves_are_a_preset_with_explicit_values_in_place_of_its_own(tmp_path, settings, expected):
+    run = build_run(tmp_path, settings={**settings, "consistency_weight": 1.0})
+    assert run.plugins["infogan"].moves == expected
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"moves": "digits"}, "plugins.infogan.moves: unknown preset 'digits'; the presets are 'handwriting', 'clothing'"),
+    ({"move_values": {"shaer": 0.2}}, "plugins.infogan.move_values.shaer: unknown move; the moves are shift, degrees"),
+    ({"move_values": {"flip": 2}}, "plugins.infogan.move_values.flip: must be a number from 0 to 1, got 2"),
+    ({"move_values": {"degrees": -5}}, "plugins.infogan.move_values.degrees: must be a number from 0 to 180, got -5"),
+    ({"move_values": {"shift": "far"}}, "plugins.infogan.move_values.shift: must be a number from 0 to 0.5, got 'far'"),
+    ({"moves": 3}, "plugins.infogan.moves: must be a string, got 3"),
+])
+def test_bad_moves_are_recipe_errors_naming_the_key(tmp_path, settings, message):
+    with pytest.raises(RecipeError, match=message):
+        build_run(tmp_path, settings=settings)
+
+
+def test_sprite_moves_train_q_through_the_consistency_term(tmp_path):
+    silent = [{**code, "weight": 0.0} for code in CODES]
+    run = build_run(tmp_path, codes=silent, settings={"consistency_weight": 1.0, "moves": "sprites"})
+    logs = train_step(run)
+    assert logs["loss/D/consistency/digit"].item() > 0
+    gradient = torch.cat([p.grad.flatten() for p in run.discriminator.heads["q"].parameters()])
+    assert gradient.abs().sum() > 0
 
 
 @pytest.mark.parametrize("key", ["consistency_weight", "real_info_weight"])

@@ -175,8 +175,14 @@ BAD_CODES = st.one_of(
 
 def bad_infogan_table(draw, recipe):
     table = {"codes": [GOOD_CODE]}
-    problem = draw(st.sampled_from(["codes", "option", "unknown"]))
-    if problem == "codes":
+    problem = draw(st.sampled_from(["codes", "option", "moves", "unknown"]))
+    if problem == "moves":  # an unknown preset, an unknown move, or a move out of range
+        if draw(st.booleans()):
+            table["moves"] = draw(st.text().filter(lambda name: name not in ("handwriting", "clothing", "sprites", "none")))
+        else:
+            table["move_values"] = draw(st.fixed_dictionaries({"shaer": st.floats(0, 1)})
+                                        | st.fixed_dictionaries({"flip": st.floats(min_value=1.001) | st.floats(max_value=-0.001)}))
+    elif problem == "codes":
         table["codes"] = draw(BAD_CODES | toml_values.filter(lambda value: not isinstance(value, list)))
     elif problem == "option":
         option = draw(st.sampled_from(["q_hidden", "q_lr", "real_info_weight", "consistency_weight"]))
@@ -185,7 +191,8 @@ def bad_infogan_table(draw, recipe):
     else:
         table[draw(st.text(min_size=1, max_size=12).filter(lambda key: key not in
                                                            ("codes", "q_hidden", "q_lr", "traverse_every_sample",
-                                                            "real_info_weight", "consistency_weight")))] = 1
+                                                            "real_info_weight", "consistency_weight", "moves",
+                                                            "move_values")))] = 1
     recipe["plugins"] = {"infogan": table}
 
 

@@ -19,6 +19,7 @@ categories from splitting a digit class by slant (docs/results.md).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ from ganforge.latents import LatentDistribution
 from ganforge.losses import LossTerm
 from ganforge.traversal import save_traversal
 
-from ..augmentation.images import jitter
+from ..augmentation.images import MOVE_LIMITS, MOVE_PRESETS, Moves, jitter
 
 DEFAULTS = {
     # Each code: { name, dist, size, weight, ...options for the distribution }.
@@ -46,13 +47,31 @@ DEFAULTS = {
     # H(mean p) - mean H(p), maximised on each real batch; 0: off (the paper has no such term).
     "real_info_weight": 0.0,
     # Weight of the agreement between Q's categorical prediction on a real image and on a slightly
-    # moved copy (see Moves); 0: off.
+    # moved copy; 0: off.
     "consistency_weight": 0.0,
+    # Which moves the consistency term makes: a preset named for the kind of data (handwriting,
+    # clothing, sprites, none; docs/results.md says which fits which data and why) ...
+    "moves": "handwriting",
+    # ... with explicit values in place of the preset's: move_values = { shear = 0.6, flip = 0.5 }
+    # (moves = "none" and a full table: only the moves named).
+    "move_values": {},
 }
 CODE_KEYS = ("name", "dist", "size", "weight")
 HEAD = "q"
 MOVES_STREAM = "infogan/moves"  # the consistency term's random moves
 MOVED_VIEW = "infogan/moved"  # the moved real batch D sees for the consistency term
+
+
+def parse_moves(preset: str, values: dict) -> Moves:
+    """The ``moves`` preset with the ``move_values`` table's explicit values in place of its own."""
+    if preset not in MOVE_PRESETS:
+        raise RecipeError(f"unknown preset {preset!r}; the presets are {', '.join(map(repr, MOVE_PRESETS))}", key="moves")
+    for key, value in values.items():
+        if key not in MOVE_LIMITS:
+            raise RecipeError(f"unknown move; the moves are {', '.join(MOVE_LIMITS)}", key=f"move_values.{key}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MOVE_LIMITS[key]:
+            raise RecipeError(f"must be a number from 0 to {MOVE_LIMITS[key]:g}, got {value!r}", key=f"move_values.{key}")
+    return dataclasses.replace(MOVE_PRESETS[preset], **{key: float(value) for key, value in values.items()})
 
 
 @dataclass(frozen=True)
@@ -131,6 +150,7 @@ class InfoGAN:
                 raise RecipeError(f"must be a number >= 0 (0: off), got {settings[key]}", key=key)
         self.real_info_weight = float(settings["real_info_weight"])
         self.consistency_weight = float(settings["consistency_weight"])
+        self.moves = parse_moves(settings["moves"], settings["move_values"])
         self.codes: dict[str, LatentDistribution] = {}
 
     # -- setup -----------------------------------------------------------------------------
@@ -184,7 +204,7 @@ class InfoGAN:
         the discriminator's real/fake pass, leaving its batch statistics alone."""
         if not (self.consistency_weight and self.categorical_codes()):
             return []
-        return [(MOVED_VIEW, jitter(real, run.rng(MOVES_STREAM)))]  # its own stream, checkpointed by the core
+        return [(MOVED_VIEW, jitter(real, run.rng(MOVES_STREAM), self.moves))]  # its own stream, checkpointed by the core
 
     def real_terms(self, ctx) -> list[LossTerm]:
         """Unsupervised terms on the real batch for each categorical code (off unless weighted)."""
