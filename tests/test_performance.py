@@ -244,10 +244,16 @@ def test_a_compiled_run_trains_like_an_eager_one_and_their_checkpoints_load_in_e
     steps = {"steps": 2, "log_every": 1, "sample_every": 1000, "checkpoint_every": 2, "keep_checkpoints": 0}
     eager = run_tiny(tmp_path / "eager", plugins=plugins, train=steps)
     compiled = run_tiny(tmp_path / "compiled", plugins=plugins, train={**steps, "compile": True})
-    for a, b in zip(metric_records(eager.directory), metric_records(compiled.directory)):
+    records = list(zip(metric_records(eager.directory), metric_records(compiled.directory)))
+    assert [a["step"] for a, _ in records] == [1, 2]
+    # The first step's losses come from the same weights: only the kernels' order of summation
+    # differs. After one Adam step the weights differ too: Adam moves a weight whose gradient is
+    # near 0 by about the learning rate whatever its size, so float-order differences there
+    # become differences of up to a few 1e-3 in the second step's losses.
+    for (a, b), rel in zip(records, (1e-5, 1e-2)):
         for name, value in a.items():
             if name.startswith("loss/"):
-                assert b[name] == pytest.approx(value, rel=1e-3, abs=1e-4), name
+                assert b[name] == pytest.approx(value, rel=rel, abs=1e-5), (a["step"], name)
     # Each checkpoint resumes under the other setting, and holds the same keys.
     saved = [torch.load(last_checkpoint(tmp_path / name), weights_only=True) for name in ("eager", "compiled")]
     assert saved[0]["generator"].keys() == saved[1]["generator"].keys()
