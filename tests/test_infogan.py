@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -137,7 +138,7 @@ def test_consistency_and_real_information_train_q_on_real_images(tmp_path):
 
 def test_a_certain_flip_mirrors_every_image_and_passes_the_gradient_back_mirrored():
     images = torch.randn(4, 1, 8, 8, requires_grad=True)
-    mirrored = jitter(images, torch.Generator().manual_seed(0), Moves(**{**vars(STILL), "flip": 1.0}))
+    mirrored = jitter(images, torch.Generator().manual_seed(0), dataclasses.replace(STILL, flip=1.0))
     assert torch.allclose(mirrored, images.flip(3), atol=1e-5)
     upstream = torch.randn(4, 1, 8, 8)
     (mirrored * upstream).sum().backward()
@@ -146,7 +147,7 @@ def test_a_certain_flip_mirrors_every_image_and_passes_the_gradient_back_mirrore
 
 def test_a_half_chance_flip_mirrors_some_images_reproducibly():
     images = torch.randn(64, 1, 8, 8)
-    moves = Moves(**{**vars(STILL), "flip": 0.5})
+    moves = dataclasses.replace(STILL, flip=0.5)
     moved = jitter(images, torch.Generator().manual_seed(3), moves)
     assert torch.equal(moved, jitter(images, torch.Generator().manual_seed(3), moves))
     flipped = torch.tensor([torch.allclose(m, i.flip(2), atol=1e-5) for m, i in zip(moved, images)])
@@ -169,7 +170,7 @@ def test_the_handwriting_preset_is_the_default_and_draws_as_before():
 @pytest.mark.parametrize(("settings", "expected"), [
     ({"moves": "clothing"}, MOVE_PRESETS["clothing"]),
     ({"move_values": {"shear": 0.8}}, Moves(shear=0.8)),  # on top of the default, handwriting
-    ({"moves": "none", "move_values": {"shift": 0.05, "flip": 0.5}}, Moves(**{**vars(STILL), "shift": 0.05, "flip": 0.5})),
+    ({"moves": "none", "move_values": {"shift": 0.05, "flip": 0.5}}, dataclasses.replace(STILL, shift=0.05, flip=0.5)),
 ])
 def test_moves_are_a_preset_with_explicit_values_in_place_of_its_own(tmp_path, settings, expected):
     run = build_run(tmp_path, settings={**settings, "consistency_weight": 1.0})

@@ -22,6 +22,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ganforge.recipe import MAX_INT, SCHEMA, dump_toml
+from ganforge_plugins.augmentation.images import MOVE_PRESETS
+from ganforge_plugins.infogan.plugin import DEFAULTS as INFOGAN_DEFAULTS
 
 from .conftest import FUZZ_CASES, assert_one_line_cli_error, invoke, tiny_recipe
 
@@ -178,7 +180,7 @@ def bad_infogan_table(draw, recipe):
     problem = draw(st.sampled_from(["codes", "option", "moves", "unknown"]))
     if problem == "moves":  # an unknown preset, an unknown move, or a move out of range
         if draw(st.booleans()):
-            table["moves"] = draw(st.text().filter(lambda name: name not in ("handwriting", "clothing", "sprites", "none")))
+            table["moves"] = draw(st.text().filter(lambda name: name not in MOVE_PRESETS))
         else:
             table["move_values"] = draw(st.fixed_dictionaries({"shaer": st.floats(0, 1)})
                                         | st.fixed_dictionaries({"flip": st.floats(min_value=1.001) | st.floats(max_value=-0.001)}))
@@ -189,10 +191,7 @@ def bad_infogan_table(draw, recipe):
         table[option] = draw(st.integers(max_value=0) | st.integers(min_value=65537) if option == "q_hidden"
                              else st.floats(max_value=-0.001) | st.floats(min_value=1e6) | st.text())
     else:
-        table[draw(st.text(min_size=1, max_size=12).filter(lambda key: key not in
-                                                           ("codes", "q_hidden", "q_lr", "traverse_every_sample",
-                                                            "real_info_weight", "consistency_weight", "moves",
-                                                            "move_values")))] = 1
+        table[draw(st.text(min_size=1, max_size=12).filter(lambda key: key not in INFOGAN_DEFAULTS))] = 1
     recipe["plugins"] = {"infogan": table}
 
 
