@@ -17,8 +17,8 @@ from ganforge.launch import evaluate_run, read_recipe
 from ganforge.run import Run
 from ganforge.training import train_step
 from ganforge_plugins.metrics.clustering import contingency, matched_accuracy, normalized_mutual_information, purity
-from ganforge_plugins.augmentation.images import MOVE_PRESETS, STILL, Moves, jitter
-from ganforge_plugins.infogan.plugin import disagreement, information_of_predictions
+from ganforge_plugins.augmentation.images import MOVE_DRAWS, MOVE_PRESETS, STILL, Moves, jitter, jitter_with_draws
+from ganforge_plugins.infogan.plugin import disagreement, information_of_predictions, move_error
 
 from .conftest import make_host, run_tiny, tiny_recipe, write_recipe
 
@@ -197,6 +197,82 @@ def test_sprite_moves_train_q_through_the_consistency_term(tmp_path):
     assert logs["loss/D/consistency/digit"].item() > 0
     gradient = torch.cat([p.grad.flatten() for p in run.discriminator.heads["q"].parameters()])
     assert gradient.abs().sum() > 0
+
+
+def test_the_draws_say_which_way_each_image_moved_even_when_mirrored():
+    # A vertical bar: a positive shear leans its top to the right, a positive shift_x moves it
+    # right, whether or not the image was then mirrored.
+    images = torch.full((32, 1, 28, 28), -1.0)
+    images[:, :, 6:22, 13:15] = 1.0
+    moves = dataclasses.replace(STILL, shear=0.5, shift=0.1, flip=0.5)
+    moved, draws = jitter_with_draws(images, torch.Generator().manual_seed(5), moves)
+    assert torch.equal(moved, jitter(images, torch.Generator().manual_seed(5), moves))
+    assert draws.shape == (32, len(MOVE_DRAWS)) and draws.abs().max() <= 1
+    ink = moved[:, 0] + 1
+    centre = lambda rows: (rows * torch.arange(28.0)).sum(-1) / rows.sum(-1)
+    lean = centre(ink[:, 8]) - centre(ink[:, 19])
+    column_mass = ink.sum(1)
+    shift = (column_mass * torch.arange(28.0)).sum(-1) / column_mass.sum(-1) - 13.5
+    big = draws[:, 2].abs() > 0.2  # a slight lean is lost in a pixel's rounding
+    assert torch.equal(torch.sign(lean[big]), torch.sign(draws[big, 2]))
+    strong = draws[:, 4].abs() > 0.2
+    assert torch.equal(torch.sign(shift[strong]), torch.sign(draws[strong, 4]))
+    rng = torch.Generator().manual_seed(5)
+    torch.rand(32, 7, generator=rng)  # the moves, then the mirror's draw
+    mirrored = torch.rand(32, generator=rng) < 0.5
+    assert (big & mirrored).any() and (big & ~mirrored).any()  # mirrored and plain images were both checked
+
+
+def test_move_error_wants_the_code_to_move_by_the_draw_and_leaves_the_plain_prediction_alone():
+    plain = torch.tensor([[0.2], [-0.5]], requires_grad=True)
+    moved = torch.tensor([[0.7], [-0.5]], requires_grad=True)
+    draw = torch.tensor([[0.5], [0.4]])
+    error = move_error(plain, moved, draw)
+    assert error.item() == pytest.approx((0.0 ** 2 + 0.4 ** 2) / 2)
+    error.backward()
+    assert plain.grad is None or torch.count_nonzero(plain.grad) == 0
+    assert torch.allclose(moved.grad, torch.tensor([[0.0], [-0.4]]))  # d/d moved of the mean of (moved - plain - draw)²
+
+
+def test_code_moves_train_q_on_real_images_without_consistency(tmp_path):
+    silent = [{**code, "weight": 0.0} for code in CODES]
+    run = build_run(tmp_path, codes=silent, settings={"code_moves": {"slant": "shear"}})
+    logs = train_step(run)
+    assert "loss/D/code_move/slant" in logs and "loss/G/code_move/slant" not in logs
+    assert "loss/D/consistency/digit" not in logs
+    assert 0 < logs["loss/D/code_move/slant"].item() < 10
+    assert run.plugins["infogan"].move_draws.shape == (run.recipe.train.batch_size, len(MOVE_DRAWS))
+    # With every code's λ at 0, only the code-move term reaches Q, and only through the slant output.
+    head = run.discriminator.heads["q"].net
+    assert head[0].weight.grad.abs().sum() > 0
+    rows = head[3].weight.grad.abs().sum(1)
+    assert rows[4] > 0 and torch.all(rows[:4] == 0)  # the digit's 4 logits, then slant
+
+
+def test_code_move_weight_zero_turns_the_term_off(tmp_path):
+    run = build_run(tmp_path, settings={"code_moves": {"slant": "shear"}, "code_move_weight": 0.0})
+    assert not any(key.startswith("loss/D/code_move") for key in train_step(run))
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"code_moves": {"tilt": "shear"}}, "plugins.infogan.code_moves.tilt: no code of that name; the codes are digit, slant"),
+    ({"code_moves": {"slant": "shaer"}}, "plugins.infogan.code_moves.slant: must name a move .degrees, scale, shear"),
+    ({"code_moves": {"slant": 3}}, "plugins.infogan.code_moves.slant: must name a move .* got 3"),
+    ({"code_moves": {"slant": "shear"}, "moves": "clothing"},
+     "plugins.infogan.code_moves.slant: the set of moves never makes a shear move; give it a range with move_values.shear"),
+    ({"code_moves": {"slant": "shift_x"}, "moves": "none"}, "never makes a shift_x move; .* move_values.shift$"),
+    ({"code_moves": {"digit": "shear"}}, "plugins.infogan.code_moves.digit: code 'digit' has 4 columns"),
+    ({"code_move_weight": -1.0}, "plugins.infogan.code_move_weight: must be a number >= 0"),
+])
+def test_bad_code_moves_are_recipe_errors_naming_the_key(tmp_path, settings, message):
+    with pytest.raises(RecipeError, match=message):
+        build_run(tmp_path, settings=settings)
+
+
+def test_a_code_without_a_gaussian_mean_cannot_follow_a_move(tmp_path):
+    codes = [*CODES, {"name": "on", "dist": "bernoulli", "size": 1, "weight": 0.1}]
+    with pytest.raises(RecipeError, match="plugins.infogan.code_moves.on: Bernoulli.* has no Gaussian mean"):
+        build_run(tmp_path, codes=codes, settings={"code_moves": {"on": "shear"}})
 
 
 @pytest.mark.parametrize("key", ["consistency_weight", "real_info_weight"])

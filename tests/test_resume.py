@@ -111,7 +111,8 @@ def test_a_signal_before_the_first_checkpoint_still_leaves_one(tmp_path):
     assert stop.exit_code == 143 and load_checkpoint(last_checkpoint(tmp_path))["step"] == 1
 
 
-@pytest.mark.parametrize("settings", [{}, {"consistency_weight": 1.0}], ids=["infogan", "infogan-consistency"])
+@pytest.mark.parametrize("settings", [{}, {"consistency_weight": 1.0}, {"code_moves": {"slant": "shear"}}],
+                         ids=["infogan", "infogan-consistency", "infogan-code-moves"])
 def test_infogan_resumes_bitwise(tmp_path, settings):
     plugins = {"infogan": {"codes": INFOGAN_CODES, "traverse_every_sample": False, **settings}}
     straight = run_tiny(tmp_path / "straight", plugins=plugins, train=FOUR_STEPS)
@@ -123,7 +124,8 @@ def test_infogan_resumes_bitwise(tmp_path, settings):
     assert_same_training(last_checkpoint(tmp_path / "straight"), last_checkpoint(tmp_path / "stopped"))
     assert metric_records(resumed.directory) == metric_records(straight.directory)
     if settings:
-        assert "loss/D/consistency/digit" in metric_records(resumed.directory)[-1]
+        term = "consistency/digit" if "consistency_weight" in settings else "code_move/slant"
+        assert f"loss/D/{term}" in metric_records(resumed.directory)[-1]
 
 
 class GlobalDraws:

@@ -101,11 +101,24 @@ MOVE_PRESETS = {
 MOVE_LIMITS = {"shift": 0.5, "degrees": 180.0, "scale": 0.9, "shear": 2.0, "stretch": 0.9, "thickness": 1.0, "flip": 1.0}
 
 
+# The columns of :func:`jitter_with_draws`'s draws, each in [-1, 1] (a fraction of its move's limit in
+# the set of moves). A positive draw turns the image counter-clockwise, enlarges it, slants it to
+# the right (its top moves right), widens it, moves it right, moves it down and thickens its strokes.
+MOVE_DRAWS = ("degrees", "scale", "shear", "stretch", "shift_x", "shift_y", "thickness")
+MIRRORED_DRAWS = tuple(name in ("degrees", "shear", "shift_x") for name in MOVE_DRAWS)  # the ones a flip reverses
+
+
 def jitter(images: torch.Tensor, rng: torch.Generator, moves: Moves = Moves()) -> torch.Tensor:
     """Each image moved at random within ``moves`` (by default the handwriting preset: the changes
     of handwriting that do not change a digit). Slant, width and stroke weight matter most on
     MNIST: left free, Q may split a digit class into upright and slanted, or thin and bold, halves.
     Borders are repeated (background)."""
+    return jitter_with_draws(images, rng, moves)[0]
+
+
+def jitter_with_draws(images: torch.Tensor, rng: torch.Generator, moves: Moves = Moves()) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`jitter`'s moved images and how far each was moved: an (n, 7) tensor whose columns
+    are named by ``MOVE_DRAWS``."""
     n = images.shape[0]
     draws = torch.rand(n, 7, generator=rng, device=rng.device).to(images.device) * 2 - 1
     angle = draws[:, 0] * math.radians(moves.degrees)
@@ -124,7 +137,12 @@ def jitter(images: torch.Tensor, rng: torch.Generator, moves: Moves = Moves()) -
         grown = nn.functional.max_pool2d(moved, 3, 1, 1)
         thinned = -nn.functional.max_pool2d(-moved, 3, 1, 1)
         moved = torch.lerp(moved, torch.where(weight > 0, grown, thinned), weight.abs())
+    # affine_grid's offset maps output to input coordinates: a positive one moves the content left
+    # and up, so the shift columns change sign to read "right" and "down".
+    signs = torch.tensor([1, 1, 1, 1, -1, -1, 1], dtype=draws.dtype, device=draws.device)
     if moves.flip:  # drawn apart, so that sets of moves without a mirror keep their random stream
         mirrored = torch.rand(n, generator=rng, device=rng.device).to(images.device) < moves.flip
         moved = torch.where(mirrored.view(n, 1, 1, 1), moved.flip(3), moved)
-    return moved
+        # A mirror turns the other way, slants the other way and moves the other way.
+        signs = torch.where(mirrored.view(n, 1) & torch.tensor(MIRRORED_DRAWS, device=draws.device), -signs, signs)
+    return moved, draws * signs

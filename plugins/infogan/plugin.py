@@ -14,7 +14,9 @@ Two optional terms on real images, off by default, train Q and the shared trunk 
 discriminator's objective only): ``consistency_weight`` asks each categorical code's prediction
 to stay the same when a real image is slightly moved (:func:`jitter`), ``real_info_weight`` asks
 the predictions over a real batch to be sure and to use every category. On MNIST they stop the
-categories from splitting a digit class by slant (docs/results.md).
+categories from splitting a digit class by slant (docs/results.md). A third, ``code_moves``, ties a
+continuous code to a move: Q's prediction of the code must change by the move's amount when a real
+image is moved, so the code comes to mean that move (slant, width, position, ...).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ganforge.latents import LatentDistribution
 from ganforge.losses import LossTerm
 from ganforge.traversal import save_traversal
 
-from ..augmentation.images import MOVE_LIMITS, MOVE_PRESETS, Moves, jitter
+from ..augmentation.images import MOVE_DRAWS, MOVE_LIMITS, MOVE_PRESETS, Moves, jitter_with_draws
 
 DEFAULTS = {
     # Each code: { name, dist, size, weight, ...options for the distribution }.
@@ -55,6 +57,13 @@ DEFAULTS = {
     # ... with explicit values in place of the preset's: move_values = { shear = 0.6, flip = 0.5 }
     # (moves = "none" and a full table: only the moves named).
     "move_values": {},
+    # Continuous codes tied to a move: Q's prediction of the code on a moved real image must be its
+    # prediction on the plain image plus the move's draw (from -1 to 1 over the move's range), so
+    # the code comes to mean that move: code_moves = { slant = "shear", width = "stretch" }. The
+    # moves are degrees, scale, shear, stretch, shift_x, shift_y and thickness; {}: off.
+    "code_moves": {},
+    # Weight of that squared error, summed over the codes tied to a move.
+    "code_move_weight": 1.0,
 }
 CODE_KEYS = ("name", "dist", "size", "weight")
 HEAD = "q"
@@ -72,6 +81,26 @@ def parse_moves(preset: str, values: dict) -> Moves:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MOVE_LIMITS[key]:
             raise RecipeError(f"must be a number from 0 to {MOVE_LIMITS[key]:g}, got {value!r}", key=f"move_values.{key}")
     return dataclasses.replace(MOVE_PRESETS[preset], **{key: float(value) for key, value in values.items()})
+
+
+def parse_code_moves(code_moves: dict, specs: list["CodeSpec"], moves: Moves) -> dict[str, str]:
+    """The ``code_moves`` table checked: each key a continuous code of the recipe, each value a
+    move that the set of moves makes (a move of range 0 would teach the code nothing)."""
+    names = {spec.name: spec for spec in specs}
+    for code, move in code_moves.items():
+        where = f"code_moves.{code}"
+        if code not in names:
+            raise RecipeError(f"no code of that name; the codes are {', '.join(names)}", key=where)
+        if move not in MOVE_DRAWS:
+            raise RecipeError(f"must name a move ({', '.join(MOVE_DRAWS)}), got {move!r}", key=where)
+        if names[code].size != 1:
+            raise RecipeError(f"code {code!r} has {names[code].size} columns; a move drives one: declare a code"
+                              " of size 1 per move", key=where)
+        move_range = "shift" if move.startswith("shift_") else move  # one range for both shifts
+        if not getattr(moves, move_range):
+            raise RecipeError(f"the set of moves never makes a {move} move; give it a range with"
+                              f" move_values.{move_range}", key=where)
+    return dict(code_moves)
 
 
 @dataclass(frozen=True)
@@ -151,6 +180,11 @@ class InfoGAN:
         self.real_info_weight = float(settings["real_info_weight"])
         self.consistency_weight = float(settings["consistency_weight"])
         self.moves = parse_moves(settings["moves"], settings["move_values"])
+        self.code_moves = parse_code_moves(settings["code_moves"], self.specs, self.moves)
+        if not 0 <= settings["code_move_weight"] < 1e6:
+            raise RecipeError(f"must be a number >= 0 (0: off), got {settings['code_move_weight']}", key="code_move_weight")
+        self.code_move_weight = float(settings["code_move_weight"])
+        self.move_draws: torch.Tensor | None = None  # the step's draws behind the moved real batch
         self.codes: dict[str, LatentDistribution] = {}
 
     # -- setup -----------------------------------------------------------------------------
@@ -163,6 +197,9 @@ class InfoGAN:
             if type(code).nll is LatentDistribution.nll:
                 raise RecipeError(f"{spec.dist} has no likelihood (no nll), so Q cannot learn it: use it as"
                                   " latent.noise, or pick a distribution with one", key=f"{where}.dist")
+            if spec.name in self.code_moves and not hasattr(code, "split_params"):
+                raise RecipeError(f"{code.describe()} has no Gaussian mean for Q to predict; tie a uniform or"
+                                  " gaussian code to a move", key=f"plugins.infogan.code_moves.{spec.name}")
             self.codes[spec.name] = code
         return list(self.codes.items())
 
@@ -198,13 +235,18 @@ class InfoGAN:
     def categorical_codes(self) -> list[str]:
         return [name for name, code in self.codes.items() if code.kind == "categorical"]
 
+    def uses_moved_view(self) -> bool:
+        return bool(self.consistency_weight and self.categorical_codes()) or bool(self.code_move_weight and self.code_moves)
+
     @hookimpl
     def ganforge_discriminator_views(self, run, real):
-        """The moved copies of the real batch behind the consistency term: the core puts them in
-        the discriminator's real/fake pass, leaving its batch statistics alone."""
-        if not (self.consistency_weight and self.categorical_codes()):
+        """The moved copies of the real batch behind the consistency and code-move terms: the core
+        puts them in the discriminator's real/fake pass, leaving its batch statistics alone."""
+        if not self.uses_moved_view():
             return []
-        return [(MOVED_VIEW, jitter(real, run.rng(MOVES_STREAM), self.moves))]  # its own stream, checkpointed by the core
+        # Its own stream, checkpointed by the core; the draws wait for the step's loss terms.
+        moved, self.move_draws = jitter_with_draws(real, run.rng(MOVES_STREAM), self.moves)
+        return [(MOVED_VIEW, moved)]
 
     def real_terms(self, ctx) -> list[LossTerm]:
         """Unsupervised terms on the real batch for each categorical code (off unless weighted)."""
@@ -224,10 +266,25 @@ class InfoGAN:
                 terms.append(LossTerm(f"consistency/{name}", disagreement(log_p, moved[name]), self.consistency_weight))
         return terms
 
+    def code_move_terms(self, ctx) -> list[LossTerm]:
+        """For each continuous code tied to a move, :func:`move_error` of Q's predictions on the
+        real batch and its moved copy (off unless weighted)."""
+        if not (self.code_move_weight and self.code_moves):
+            return []
+        plain = self.code_params(ctx.d_real.heads[HEAD])
+        moved = self.code_params(ctx.views[MOVED_VIEW].heads[HEAD])
+        terms = []
+        for name, move in self.code_moves.items():
+            mean = lambda params: self.codes[name].split_params(params)[0]
+            draw = self.move_draws[:, MOVE_DRAWS.index(move)].unsqueeze(1)
+            terms.append(LossTerm(f"code_move/{name}", move_error(mean(plain[name]), mean(moved[name]), draw),
+                                  self.code_move_weight))
+        return terms
+
     @hookimpl
     def ganforge_discriminator_loss_terms(self, ctx):
         # Fakes are detached here: the information gradient trains Q and the shared trunk.
-        return self.information_terms(ctx) + self.real_terms(ctx)
+        return self.information_terms(ctx) + self.real_terms(ctx) + self.code_move_terms(ctx)
 
     @hookimpl
     def ganforge_generator_loss_terms(self, ctx):
@@ -272,6 +329,14 @@ def disagreement(log_p: torch.Tensor, moved_logits: torch.Tensor) -> torch.Tenso
     ones. The plain prediction is the target and gets no gradient: the term teaches Q to ignore
     the move, not to make its plain predictions vaguer."""
     return -(log_p.detach().exp() * moved_logits.log_softmax(dim=1)).sum(dim=1).mean()
+
+
+def move_error(plain: torch.Tensor, moved: torch.Tensor, draw: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the change of Q's predicted code, from a plain image (``plain``) to
+    its moved copy (``moved``), against the move's draw: Q's code must move by the move. The plain
+    prediction gets no gradient, as in :func:`disagreement`: the term teaches Q how the move
+    shows, not to shift its plain predictions, which the information term on fakes ties to G."""
+    return (moved - plain.detach() - draw).pow(2).mean()
 
 
 @hookimpl
