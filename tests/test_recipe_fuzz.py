@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ganforge.recipe import MAX_INT, SCHEMA, dump_toml
-from ganforge_plugins.augmentation.images import MOVE_PRESETS
+from ganforge_plugins.augmentation.images import MOVE_DRAWS, MOVE_PRESETS
 from ganforge_plugins.infogan.plugin import DEFAULTS as INFOGAN_DEFAULTS
 
 from .conftest import FUZZ_CASES, assert_one_line_cli_error, invoke, tiny_recipe
@@ -177,17 +177,22 @@ BAD_CODES = st.one_of(
 
 def bad_infogan_table(draw, recipe):
     table = {"codes": [GOOD_CODE]}
-    problem = draw(st.sampled_from(["codes", "option", "moves", "unknown"]))
+    problem = draw(st.sampled_from(["codes", "option", "moves", "code_moves", "unknown"]))
     if problem == "moves":  # an unknown preset, an unknown move, or a move out of range
         if draw(st.booleans()):
             table["moves"] = draw(st.text().filter(lambda name: name not in MOVE_PRESETS))
         else:
             table["move_values"] = draw(st.fixed_dictionaries({"shaer": st.floats(0, 1)})
                                         | st.fixed_dictionaries({"flip": st.floats(min_value=1.001) | st.floats(max_value=-0.001)}))
+    elif problem == "code_moves":  # a code that is not there, or a move that is not one
+        code_name = draw(st.text(min_size=1, max_size=12).filter(lambda name: name != GOOD_CODE["name"]) | st.just(GOOD_CODE["name"]))
+        move = draw(st.sampled_from(MOVE_DRAWS)) if code_name != GOOD_CODE["name"] else draw(
+            st.text(max_size=12).filter(lambda name: name not in MOVE_DRAWS) | st.integers() | st.booleans())
+        table["code_moves"] = {code_name: move}
     elif problem == "codes":
         table["codes"] = draw(BAD_CODES | toml_values.filter(lambda value: not isinstance(value, list)))
     elif problem == "option":
-        option = draw(st.sampled_from(["q_hidden", "q_lr", "real_info_weight", "consistency_weight"]))
+        option = draw(st.sampled_from(["q_hidden", "q_lr", "real_info_weight", "consistency_weight", "code_move_weight"]))
         table[option] = draw(st.integers(max_value=0) | st.integers(min_value=65537) if option == "q_hidden"
                              else st.floats(max_value=-0.001) | st.floats(min_value=1e6) | st.text())
     else:
