@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -247,6 +248,24 @@ def test_code_moves_train_q_on_real_images_without_consistency(tmp_path):
     assert head[0].weight.grad.abs().sum() > 0
     rows = head[3].weight.grad.abs().sum(1)
     assert rows[4] > 0 and torch.all(rows[:4] == 0)  # the digit's 4 logits, then slant
+
+
+def test_the_code_move_term_trains_q_alone_and_leaves_its_batch_statistics(tmp_path):
+    # Trained through D's trunk, the term taught the trunk to read slant and split digit classes
+    # (docs/results.md): its gradient must stop at Q.
+    run = build_run(tmp_path, settings={"code_moves": {"slant": "shear"}})
+    plugin, discriminator = run.plugins["infogan"], run.discriminator
+    real = torch.rand(8, 1, 28, 28) * 2 - 1
+    moved, plugin.move_draws = jitter_with_draws(real, torch.Generator().manual_seed(0), plugin.moves)
+    ctx = SimpleNamespace(run=run, d_real=discriminator(real), views={"infogan/moved": discriminator(moved)})
+    running_mean = discriminator.heads["q"].net[1].running_mean.clone()
+    [term] = plugin.code_move_terms(ctx)
+    assert term.name == "code_move/slant" and term.weight == pytest.approx(0.1)  # the default weight
+    assert torch.equal(discriminator.heads["q"].net[1].running_mean, running_mean)
+    discriminator.zero_grad(set_to_none=True)
+    term.value.backward()
+    assert all(p.grad is None for p in discriminator.trunk.parameters())
+    assert discriminator.heads["q"].net[0].weight.grad.abs().sum() > 0
 
 
 def test_code_move_weight_zero_turns_the_term_off(tmp_path):
