@@ -284,10 +284,10 @@ class InfoGAN:
             moved = self.code_params(head(ctx.views[MOVED_VIEW].features.detach()))
         terms = []
         for name, move in self.code_moves.items():
-            mean = lambda params: self.codes[name].split_params(params)[0]
+            code = self.codes[name]  # a Gaussian-scored code: its parameters start with the mean
+            before, after = code.split_params(plain[name])[0], code.split_params(moved[name])[0]
             draw = self.move_draws[:, MOVE_DRAWS.index(move)].unsqueeze(1)
-            terms.append(LossTerm(f"code_move/{name}", move_error(mean(plain[name]), mean(moved[name]), draw),
-                                  self.code_move_weight))
+            terms.append(LossTerm(f"code_move/{name}", move_error(before, after, draw), self.code_move_weight))
         return terms
 
     @hookimpl
