@@ -237,8 +237,11 @@ class InfoGAN:
     def categorical_codes(self) -> list[str]:
         return [name for name, code in self.codes.items() if code.kind == "categorical"]
 
+    def ties_codes_to_moves(self) -> bool:
+        return bool(self.code_move_weight and self.code_moves)
+
     def uses_moved_view(self) -> bool:
-        return bool(self.consistency_weight and self.categorical_codes()) or bool(self.code_move_weight and self.code_moves)
+        return bool(self.consistency_weight and self.categorical_codes()) or self.ties_codes_to_moves()
 
     @hookimpl
     def ganforge_discriminator_views(self, run, real):
@@ -275,13 +278,14 @@ class InfoGAN:
         The term trains the Q head alone, on D's features with their gradient cut: trained through
         D's shared trunk too, it taught the trunk to read slant and width, and on 3 of 11 MNIST
         runs the categories split a pair of digits again (docs/results.md). Q is run again on the
-        detached features, its batch statistics frozen like every pass but the real/fake one."""
-        if not (self.code_move_weight and self.code_moves):
+        moved copy's detached features, its batch statistics frozen like every pass but the
+        real/fake one; the plain reading is the real pass's own, a target without gradient."""
+        if not self.ties_codes_to_moves():
             return []
         head = unwrap(ctx.run.discriminator).heads[HEAD]
         with frozen_batch_statistics(head):
-            plain = self.code_params(head(ctx.d_real.features.detach()))
             moved = self.code_params(head(ctx.views[MOVED_VIEW].features.detach()))
+        plain = self.code_params(ctx.d_real.heads[HEAD])
         terms = []
         for name, move in self.code_moves.items():
             code = self.codes[name]  # a Gaussian-scored code: its parameters start with the mean
