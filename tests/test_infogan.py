@@ -268,6 +268,27 @@ def test_the_code_move_term_trains_q_alone_and_leaves_its_batch_statistics(tmp_p
     assert discriminator.heads["q"].net[0].weight.grad.abs().sum() > 0
 
 
+def test_code_move_trunk_sends_the_term_on_into_d_s_trunk(tmp_path):
+    run = build_run(tmp_path, settings={"code_moves": {"slant": "shear"}, "code_move_trunk": True})
+    plugin, discriminator = run.plugins["infogan"], run.discriminator
+    real = torch.rand(8, 1, 28, 28) * 2 - 1
+    moved, plugin.move_draws = jitter_with_draws(real, torch.Generator().manual_seed(0), plugin.moves)
+    ctx = SimpleNamespace(run=run, d_real=discriminator(real), views={"infogan/moved": discriminator(moved)})
+    [term] = plugin.code_move_terms(ctx)
+    discriminator.zero_grad(set_to_none=True)
+    term.value.backward()
+    trunk_grads = [p.grad for p in discriminator.trunk.trunk.parameters()]  # the shared layers
+    assert all(g is not None for g in trunk_grads) and sum(g.abs().sum() for g in trunk_grads) > 0
+    assert discriminator.heads["q"].net[0].weight.grad.abs().sum() > 0
+    # Only through the moved images: the plain reading stays a target without gradient.
+    real.requires_grad_(True)
+    moved.requires_grad_(True)
+    ctx = SimpleNamespace(run=run, d_real=discriminator(real), views={"infogan/moved": discriminator(moved)})
+    [term] = plugin.code_move_terms(ctx)
+    term.value.backward()
+    assert real.grad is None and moved.grad.abs().sum() > 0
+
+
 def test_code_move_weight_zero_turns_the_term_off(tmp_path):
     run = build_run(tmp_path, settings={"code_moves": {"slant": "shear"}, "code_move_weight": 0.0})
     assert not any(key.startswith("loss/D/code_move") for key in train_step(run))

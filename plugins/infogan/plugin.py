@@ -66,6 +66,10 @@ DEFAULTS = {
     # Weight of that squared error, summed over the codes tied to a move. On MNIST seeds 2, 11 and
     # 22, 0.1 gave each code its move and kept the categories (docs/results.md).
     "code_move_weight": 0.1,
+    # Whether that term also trains D's shared trunk, not Q's head alone. On MNIST the trunk learnt
+    # to read slant and width and the categories split a pair of digits on 3 of 11 runs; on
+    # sprites the trunk's share is what lifts MIG (docs/results.md).
+    "code_move_trunk": False,
 }
 CODE_KEYS = ("name", "dist", "size", "weight")
 HEAD = "q"
@@ -186,6 +190,7 @@ class InfoGAN:
         if not 0 <= settings["code_move_weight"] < 1e6:
             raise RecipeError(f"must be a number >= 0 (0: off), got {settings['code_move_weight']}", key="code_move_weight")
         self.code_move_weight = float(settings["code_move_weight"])
+        self.code_move_trunk = settings["code_move_trunk"]
         self.move_draws: torch.Tensor | None = None  # the step's draws behind the moved real batch
         self.codes: dict[str, LatentDistribution] = {}
 
@@ -275,16 +280,21 @@ class InfoGAN:
         """For each continuous code tied to a move, :func:`move_error` of Q's predictions on the
         real batch and its moved copy (off unless weighted).
 
-        The term trains the Q head alone, on D's features with their gradient cut: trained through
-        D's shared trunk too, it taught the trunk to read slant and width, and on 3 of 11 MNIST
-        runs the categories split a pair of digits again (docs/results.md). Q is run again on the
-        moved copy's detached features, its batch statistics frozen like every pass but the
-        real/fake one; the plain reading is the real pass's own, a target without gradient."""
+        By default the term trains the Q head alone, on D's features with their gradient cut:
+        trained through D's shared trunk too, it taught the trunk to read slant and width, and on 3
+        of 11 MNIST runs the categories split a pair of digits again (docs/results.md). Q is then
+        run again on the moved copy's detached features, its batch statistics frozen like every
+        pass but the real/fake one. With ``code_move_trunk`` the moved pass's own reading is used,
+        and the gradient goes on into the trunk. Either way the plain reading is the real pass's
+        own, a target without gradient."""
         if not self.ties_codes_to_moves():
             return []
-        head = unwrap(ctx.run.discriminator).heads[HEAD]
-        with frozen_batch_statistics(head):
-            moved = self.code_params(head(ctx.views[MOVED_VIEW].features.detach()))
+        if self.code_move_trunk:
+            moved = self.code_params(ctx.views[MOVED_VIEW].heads[HEAD])
+        else:
+            head = unwrap(ctx.run.discriminator).heads[HEAD]
+            with frozen_batch_statistics(head):
+                moved = self.code_params(head(ctx.views[MOVED_VIEW].features.detach()))
         plain = self.code_params(ctx.d_real.heads[HEAD])
         terms = []
         for name, move in self.code_moves.items():
