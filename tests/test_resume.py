@@ -111,8 +111,9 @@ def test_a_signal_before_the_first_checkpoint_still_leaves_one(tmp_path):
     assert stop.exit_code == 143 and load_checkpoint(last_checkpoint(tmp_path))["step"] == 1
 
 
-@pytest.mark.parametrize("settings", [{}, {"consistency_weight": 1.0}, {"code_moves": {"slant": "shear"}}],
-                         ids=["infogan", "infogan-consistency", "infogan-code-moves"])
+@pytest.mark.parametrize("settings", [{}, {"consistency_weight": 1.0}, {"code_moves": {"slant": "shear"}},
+                                      {"code_moves": {"slant": "shear"}, "code_move_trunk": True}],
+                         ids=["infogan", "infogan-consistency", "infogan-code-moves", "infogan-code-moves-trunk"])
 def test_infogan_resumes_bitwise(tmp_path, settings):
     plugins = {"infogan": {"codes": INFOGAN_CODES, "traverse_every_sample": False, **settings}}
     straight = run_tiny(tmp_path / "straight", plugins=plugins, train=FOUR_STEPS)
