@@ -257,10 +257,10 @@ def test_the_code_move_term_trains_q_alone_and_leaves_its_batch_statistics(tmp_p
     plugin, discriminator = run.plugins["infogan"], run.discriminator
     real = torch.rand(8, 1, 28, 28) * 2 - 1
     moved, plugin.move_draws = jitter_with_draws(real, torch.Generator().manual_seed(0), plugin.moves)
-    ctx = SimpleNamespace(run=run, d_real=discriminator(real), views={"infogan/moved": discriminator(moved)})
+    ctx = SimpleNamespace(run=run, step=1, d_real=discriminator(real), views={"infogan/moved": discriminator(moved)})
     running_mean = discriminator.heads["q"].net[1].running_mean.clone()
     [term] = plugin.code_move_terms(ctx)
-    assert term.name == "code_move/slant" and term.weight == pytest.approx(0.1)  # the default weight
+    assert term.name == "code_move/slant" and term.weight == pytest.approx(0.3)  # the default weight
     assert torch.equal(discriminator.heads["q"].net[1].running_mean, running_mean)
     discriminator.zero_grad(set_to_none=True)
     term.value.backward()
@@ -273,7 +273,7 @@ def test_code_move_trunk_sends_the_term_on_into_d_s_trunk(tmp_path):
     plugin, discriminator = run.plugins["infogan"], run.discriminator
     real = torch.rand(8, 1, 28, 28) * 2 - 1
     moved, plugin.move_draws = jitter_with_draws(real, torch.Generator().manual_seed(0), plugin.moves)
-    ctx = SimpleNamespace(run=run, d_real=discriminator(real), views={"infogan/moved": discriminator(moved)})
+    ctx = SimpleNamespace(run=run, step=1, d_real=discriminator(real), views={"infogan/moved": discriminator(moved)})
     [term] = plugin.code_move_terms(ctx)
     discriminator.zero_grad(set_to_none=True)
     term.value.backward()
@@ -283,10 +283,25 @@ def test_code_move_trunk_sends_the_term_on_into_d_s_trunk(tmp_path):
     # Only through the moved images: the plain reading stays a target without gradient.
     real.requires_grad_(True)
     moved.requires_grad_(True)
-    ctx = SimpleNamespace(run=run, d_real=discriminator(real), views={"infogan/moved": discriminator(moved)})
+    ctx = SimpleNamespace(run=run, step=1, d_real=discriminator(real), views={"infogan/moved": discriminator(moved)})
     [term] = plugin.code_move_terms(ctx)
     term.value.backward()
     assert real.grad is None and moved.grad.abs().sum() > 0
+
+
+def test_code_move_after_trains_exactly_as_untied_until_then(tmp_path):
+    # The categories form in the first steps; a delayed tie must leave those steps as they were.
+    def records(name, settings):
+        plugins = {"infogan": {"codes": CODES, "traverse_every_sample": False, **settings}}
+        run = run_tiny(tmp_path / name, plugins=plugins, train={"steps": 4, "log_every": 1})
+        return [json.loads(line) for line in (run.directory / "metrics.jsonl").read_text().splitlines()]
+    untied = records("untied", {"consistency_weight": 1.0})
+    delayed = records("delayed", {"consistency_weight": 1.0, "code_moves": {"slant": "shear"}, "code_move_after": 2})
+    losses = lambda record: {key: value for key, value in record.items() if key.startswith("loss/")}
+    assert [losses(r) for r in delayed[:2]] == [losses(r) for r in untied[:2]]
+    assert "loss/D/code_move/slant" in delayed[2] and "loss/D/code_move/slant" not in untied[2]
+    # Step 3's update had the term, so step 4 starts from other weights.
+    assert losses(delayed[3])["loss/D/info/slant"] != losses(untied[3])["loss/D/info/slant"]
 
 
 def test_code_move_weight_zero_turns_the_term_off(tmp_path):
@@ -303,6 +318,7 @@ def test_code_move_weight_zero_turns_the_term_off(tmp_path):
     ({"code_moves": {"slant": "shift_x"}, "moves": "none"}, "never makes a shift_x move; .* move_values.shift$"),
     ({"code_moves": {"digit": "shear"}}, "plugins.infogan.code_moves.digit: code 'digit' has 4 columns"),
     ({"code_move_weight": -1.0}, "plugins.infogan.code_move_weight: must be a number >= 0"),
+    ({"code_move_after": -5}, "plugins.infogan.code_move_after: must be a number of steps >= 0"),
 ])
 def test_bad_code_moves_are_recipe_errors_naming_the_key(tmp_path, settings, message):
     with pytest.raises(RecipeError, match=message):

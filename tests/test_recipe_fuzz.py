@@ -192,9 +192,16 @@ def bad_infogan_table(draw, recipe):
     elif problem == "codes":
         table["codes"] = draw(BAD_CODES | toml_values.filter(lambda value: not isinstance(value, list)))
     elif problem == "option":
-        option = draw(st.sampled_from(["q_hidden", "q_lr", "real_info_weight", "consistency_weight", "code_move_weight"]))
-        table[option] = draw(st.integers(max_value=0) | st.integers(min_value=65537) if option == "q_hidden"
-                             else st.floats(max_value=-0.001) | st.floats(min_value=1e6) | st.text())
+        option = draw(st.sampled_from(["q_hidden", "q_lr", "real_info_weight", "consistency_weight", "code_move_weight",
+                                       "code_move_after", "code_move_trunk"]))
+        if option == "q_hidden":
+            table[option] = draw(st.integers(max_value=0) | st.integers(min_value=65537))
+        elif option == "code_move_after":
+            table[option] = draw(st.integers(max_value=-1) | st.text() | st.floats())
+        elif option == "code_move_trunk":
+            table[option] = draw(st.text() | st.floats() | st.integers())
+        else:
+            table[option] = draw(st.floats(max_value=-0.001) | st.floats(min_value=1e6) | st.text())
     else:
         table[draw(st.text(min_size=1, max_size=12).filter(lambda key: key not in INFOGAN_DEFAULTS))] = 1
     recipe["plugins"] = {"infogan": table}
