@@ -250,14 +250,26 @@ def test_code_moves_train_q_on_real_images_without_consistency(tmp_path):
     assert rows[4] > 0 and torch.all(rows[:4] == 0)  # the digit's 4 logits, then slant
 
 
+def moved_real_batch(plugin):
+    """A random real batch and its moved copy, the draws left on the plugin as a step leaves them."""
+    real = torch.rand(8, 1, 28, 28) * 2 - 1
+    moved, plugin.move_draws = jitter_with_draws(real, torch.Generator().manual_seed(0), plugin.moves)
+    return real, moved
+
+
+def moved_batch_context(run, real, moved):
+    """What the code-move term reads from a D-phase step: D's passes on the real and moved batches."""
+    return SimpleNamespace(run=run, step=1, d_real=run.discriminator(real),
+                           views={"infogan/moved": run.discriminator(moved)})
+
+
 def test_the_code_move_term_trains_q_alone_and_leaves_its_batch_statistics(tmp_path):
     # Trained through D's trunk, the term taught the trunk to read slant and split digit classes
     # (docs/results.md): its gradient must stop at Q.
     run = build_run(tmp_path, settings={"code_moves": {"slant": "shear"}})
     plugin, discriminator = run.plugins["infogan"], run.discriminator
-    real = torch.rand(8, 1, 28, 28) * 2 - 1
-    moved, plugin.move_draws = jitter_with_draws(real, torch.Generator().manual_seed(0), plugin.moves)
-    ctx = SimpleNamespace(run=run, step=1, d_real=discriminator(real), views={"infogan/moved": discriminator(moved)})
+    real, moved = moved_real_batch(plugin)
+    ctx = moved_batch_context(run, real, moved)
     running_mean = discriminator.heads["q"].net[1].running_mean.clone()
     [term] = plugin.code_move_terms(ctx)
     assert term.name == "code_move/slant" and term.weight == pytest.approx(0.3)  # the default weight
@@ -271,9 +283,8 @@ def test_the_code_move_term_trains_q_alone_and_leaves_its_batch_statistics(tmp_p
 def test_code_move_trunk_sends_the_term_on_into_d_s_trunk(tmp_path):
     run = build_run(tmp_path, settings={"code_moves": {"slant": "shear"}, "code_move_trunk": True})
     plugin, discriminator = run.plugins["infogan"], run.discriminator
-    real = torch.rand(8, 1, 28, 28) * 2 - 1
-    moved, plugin.move_draws = jitter_with_draws(real, torch.Generator().manual_seed(0), plugin.moves)
-    ctx = SimpleNamespace(run=run, step=1, d_real=discriminator(real), views={"infogan/moved": discriminator(moved)})
+    real, moved = moved_real_batch(plugin)
+    ctx = moved_batch_context(run, real, moved)
     [term] = plugin.code_move_terms(ctx)
     discriminator.zero_grad(set_to_none=True)
     term.value.backward()
@@ -283,7 +294,7 @@ def test_code_move_trunk_sends_the_term_on_into_d_s_trunk(tmp_path):
     # Only through the moved images: the plain reading stays a target without gradient.
     real.requires_grad_(True)
     moved.requires_grad_(True)
-    ctx = SimpleNamespace(run=run, step=1, d_real=discriminator(real), views={"infogan/moved": discriminator(moved)})
+    ctx = moved_batch_context(run, real, moved)
     [term] = plugin.code_move_terms(ctx)
     term.value.backward()
     assert real.grad is None and moved.grad.abs().sum() > 0
