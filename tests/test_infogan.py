@@ -300,6 +300,44 @@ def test_code_move_trunk_sends_the_term_on_into_d_s_trunk(tmp_path):
     assert real.grad is None and moved.grad.abs().sum() > 0
 
 
+def test_q_split_gives_each_kind_of_code_its_own_layer_in_the_recipe_s_column_order(tmp_path):
+    codes = [CODES[1], CODES[0], {"name": "width", "dist": "uniform", "size": 1, "weight": 0.1}]
+    run = build_run(tmp_path, codes=codes, settings={"q_split": True})
+    head = run.discriminator.heads["q"].eval()
+    features = torch.randn(8, head.categorical.net[0].in_features)
+    columns, categorical, continuous = head(features), head.categorical(features), head.continuous(features)
+    assert categorical.shape == (8, 4) and continuous.shape == (8, 2)
+    assert torch.equal(columns, torch.cat([continuous[:, :1], categorical, continuous[:, 1:]], dim=1))
+    assert set(run.plugins["infogan"].code_params(columns)) == {"slant", "digit", "width"}
+
+
+def test_with_q_split_the_code_move_term_leaves_the_categories_layer_alone(tmp_path):
+    # The point of the split: tying a continuous code to a move must not reshape what the
+    # categories are read from, and the categories' consistency must not reshape the codes'.
+    run = build_run(tmp_path, settings={"q_split": True, "code_moves": {"slant": "shear"}, "consistency_weight": 1.0})
+    plugin, discriminator = run.plugins["infogan"], run.discriminator
+    head = discriminator.heads["q"]
+    real, moved = moved_real_batch(plugin)
+    [move_term] = plugin.code_move_terms(moved_batch_context(run, real, moved))
+    discriminator.zero_grad(set_to_none=True)
+    move_term.value.backward()
+    assert all(p.grad is None for p in discriminator.trunk.parameters())
+    assert all(p.grad is None or not p.grad.any() for p in head.categorical.parameters())
+    assert head.continuous.net[0].weight.grad.abs().sum() > 0
+    [consistency] = plugin.real_terms(moved_batch_context(run, real, moved))
+    discriminator.zero_grad(set_to_none=True)
+    consistency.value.backward()
+    assert all(p.grad is None or not p.grad.any() for p in head.continuous.parameters())
+    assert head.categorical.net[0].weight.grad.abs().sum() > 0
+    assert discriminator.trunk.trunk[0].weight.grad.abs().sum() > 0
+
+
+def test_q_split_needs_codes_of_both_kinds(tmp_path):
+    with pytest.raises(RecipeError, match="plugins.infogan.q_split: splits Q between the categorical codes and the"
+                                          " others, but the codes are all of one kind"):
+        build_run(tmp_path, codes=CODES[1:], settings={"q_split": True})
+
+
 def test_code_move_after_trains_exactly_as_untied_until_then(tmp_path):
     # The categories form in the first steps; a delayed tie must leave those steps as they were.
     def records(name, settings):

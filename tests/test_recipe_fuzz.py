@@ -193,12 +193,12 @@ def bad_infogan_table(draw, recipe):
         table["codes"] = draw(BAD_CODES | toml_values.filter(lambda value: not isinstance(value, list)))
     elif problem == "option":
         option = draw(st.sampled_from(["q_hidden", "q_lr", "real_info_weight", "consistency_weight", "code_move_weight",
-                                       "code_move_after", "code_move_trunk"]))
+                                       "code_move_after", "code_move_trunk", "q_split"]))
         if option == "q_hidden":
             table[option] = draw(st.integers(max_value=0) | st.integers(min_value=65537))
         elif option == "code_move_after":
             table[option] = draw(st.integers(max_value=-1) | st.text() | st.floats())
-        elif option == "code_move_trunk":
+        elif option in ("code_move_trunk", "q_split"):
             table[option] = draw(st.text() | st.floats() | st.integers())
         else:
             table[option] = draw(st.floats(max_value=-0.001) | st.floats(min_value=1e6) | st.text())

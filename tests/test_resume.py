@@ -112,14 +112,17 @@ def test_a_signal_before_the_first_checkpoint_still_leaves_one(tmp_path):
 
 
 @pytest.mark.parametrize("settings", [{}, {"consistency_weight": 1.0}, {"code_moves": {"slant": "shear"}},
-                                      {"code_moves": {"slant": "shear"}, "code_move_trunk": True}],
-                         ids=["infogan", "infogan-consistency", "infogan-code-moves", "infogan-code-moves-trunk"])
+                                      {"code_moves": {"slant": "shear"}, "code_move_trunk": True},
+                                      {"code_moves": {"slant": "shear"}, "q_split": True}],
+                         ids=["infogan", "infogan-consistency", "infogan-code-moves", "infogan-code-moves-trunk",
+                              "infogan-q-split"])
 def test_infogan_resumes_bitwise(tmp_path, settings):
     plugins = {"infogan": {"codes": INFOGAN_CODES, "traverse_every_sample": False, **settings}}
     straight = run_tiny(tmp_path / "straight", plugins=plugins, train=FOUR_STEPS)
     interrupted_at(tmp_path / "stopped", 3, signal.SIGINT, plugins=plugins, train=FOUR_STEPS)
     stored = load_checkpoint(last_checkpoint(tmp_path / "stopped"))
-    assert set(stored["discriminator"]) >= {"heads.q.net.0.weight", "heads.q.net.1.running_mean"}
+    layers = ["heads.q.categorical.net", "heads.q.continuous.net"] if settings.get("q_split") else ["heads.q.net"]
+    assert set(stored["discriminator"]) >= {f"{layer}.{key}" for layer in layers for key in ("0.weight", "1.running_mean")}
     assert set(stored["rng"]["streams"]) == {"data", "latents", "fixed"} | ({"infogan/moves"} if settings else set())
     resumed = run_tiny(tmp_path / "stopped", resume=True, plugins=plugins, train=FOUR_STEPS)
     assert_same_training(last_checkpoint(tmp_path / "straight"), last_checkpoint(tmp_path / "stopped"))

@@ -42,6 +42,10 @@ DEFAULTS = {
     "codes": [],
     # Width of Q's hidden layer: the paper's FC128-BN-lReLU-FC.
     "q_hidden": 128,
+    # Give the categorical codes and the other codes a Q hidden layer each (two FC-BN-lReLU-FC on
+    # the shared features), so that a term on the continuous codes (code_moves) does not reshape
+    # the layer the categories are read from; false: one layer for all, as in the paper.
+    "q_split": False,
     # Learning rate of the Q head; 0 trains it at train.d_lr with the rest of the discriminator.
     "q_lr": 0.0,
     # Also write a traversal grid per code at every sample cadence (always at the end).
@@ -171,6 +175,26 @@ class QHead(nn.Module):
         return self.net(features)
 
 
+class SplitQHead(nn.Module):
+    """Two :class:`QHead` on the same features, one for the categorical codes and one for the
+    rest. The output has :class:`QHead`'s columns, in the recipe's order of the codes."""
+
+    def __init__(self, feature_dim: int, hidden: int, sizes: list[int], categorical: list[bool]):
+        super().__init__()
+        self.categorical = QHead(feature_dim, hidden, sum(s for s, kind in zip(sizes, categorical) if kind))
+        self.continuous = QHead(feature_dim, hidden, sum(s for s, kind in zip(sizes, categorical) if not kind))
+        # Where each of the recipe-ordered columns sits in [categorical outputs, continuous outputs].
+        offsets = {True: 0, False: self.categorical.net[-1].out_features}
+        order = []
+        for size, kind in zip(sizes, categorical):
+            order.extend(range(offsets[kind], offsets[kind] + size))
+            offsets[kind] += size
+        self.register_buffer("order", torch.tensor(order), persistent=False)
+
+    def forward(self, features):
+        return torch.cat([self.categorical(features), self.continuous(features)], dim=1)[:, self.order]
+
+
 class InfoGAN:
     """The per-run plugin object made from a ``[plugins.infogan]`` table."""
 
@@ -180,6 +204,7 @@ class InfoGAN:
         if not 1 <= hidden <= 65536:
             raise RecipeError(f"must be from 1 to 65536, got {hidden}", key="q_hidden")
         self.hidden = hidden
+        self.q_split = settings["q_split"]
         if not 0 <= settings["q_lr"] < 1:
             raise RecipeError(f"must be in [0, 1) (0: train.d_lr), got {settings['q_lr']}", key="q_lr")
         self.q_lr = settings["q_lr"]
@@ -215,12 +240,19 @@ class InfoGAN:
                 raise RecipeError(f"{code.describe()} has no Gaussian mean for Q to predict; tie a uniform or"
                                   " gaussian code to a move", key=f"plugins.infogan.code_moves.{spec.name}")
             self.codes[spec.name] = code
+        if self.q_split and len({code.kind == "categorical" for code in self.codes.values()}) < 2:
+            raise RecipeError("splits Q between the categorical codes and the others, but the codes are all of one"
+                              " kind: set it to false, or add a code of the other kind", key="plugins.infogan.q_split")
         return list(self.codes.items())
 
     @hookimpl
     def ganforge_discriminator_heads(self, run, feature_dim):
-        outputs = sum(distribution.param_dim for distribution in self.codes.values())
-        head = QHead(feature_dim, self.hidden, outputs)
+        sizes = [distribution.param_dim for distribution in self.codes.values()]
+        if self.q_split:
+            categorical = [distribution.kind == "categorical" for distribution in self.codes.values()]
+            head = SplitQHead(feature_dim, self.hidden, sizes, categorical)
+        else:
+            head = QHead(feature_dim, self.hidden, sum(sizes))
         head.learning_rate = self.q_lr  # 0: the discriminator's rate
         return [(HEAD, head)]
 
