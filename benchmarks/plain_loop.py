@@ -22,7 +22,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ganforge_plugins.augmentation.images import jitter  # noqa: E402  (the same moves as the recipe's)
+from ganforge_plugins.augmentation.images import MOVE_DRAWS, jitter_with_draws  # noqa: E402  (the recipe's moves)
 from ganforge_plugins.infogan.plugin import QHead  # noqa: E402
 from ganforge_plugins.models.dcgan import build_dcgan, build_dcgan_28  # noqa: E402
 
@@ -32,7 +32,9 @@ SETUPS = ("infogan", "infogan-paper", "dcgan64")
 class PlainInfoGAN:
     """InfoGAN as in recipes/infogan_mnist.toml: 62 U(-1, 1) noise variables, a Cat(10) code and
     two U(-1, 1) codes (fixed-σ Gaussian NLL, λ 0.1), Q on D's shared features; with
-    ``real_terms`` the consistency (weight 3) and real-image information (weight 1) terms."""
+    ``real_terms`` the consistency (weight 3) and real-image information (weight 1) terms, and the
+    continuous codes tied to the shear and stretch moves on Q alone (weight 0.3)."""
+    TIED_MOVES = [MOVE_DRAWS.index("shear"), MOVE_DRAWS.index("stretch")]
 
     def __init__(self, images: torch.Tensor, batch_size: int, real_terms: bool, seed: int = 0):
         torch.manual_seed(seed)
@@ -69,13 +71,18 @@ class PlainInfoGAN:
                   + F.binary_cross_entropy_with_logits(self.D.adversarial(fake_features), zeros))
         d_loss = d_loss + self.info_loss(self.Q(fake_features), digit, continuous)
         if self.real_terms:
-            log_p = self.Q(real_features)[:, :self.categories].log_softmax(1)
-            moved = self.Q(self.D.features(jitter(real, self.moves)))[:, :self.categories].log_softmax(1)
+            q_real = self.Q(real_features)
+            moved_images, draws = jitter_with_draws(real, self.moves)
+            moved_features = self.D.features(moved_images)
+            log_p = q_real[:, :self.categories].log_softmax(1)
+            moved = self.Q(moved_features)[:, :self.categories].log_softmax(1)
             consistency = -(log_p.detach().exp() * moved).sum(1).mean()
+            code_change = self.Q(moved_features.detach())[:, self.categories:] - q_real[:, self.categories:].detach()
+            code_move = (code_change - draws[:, self.TIED_MOVES]).pow(2).mean(0).sum()
             conditional = -(log_p.exp() * log_p).sum(1).mean()
             marginal_log = torch.logsumexp(log_p, 0) - math.log(self.batch_size)
             information = -(marginal_log.exp() * marginal_log).sum() - conditional
-            d_loss = d_loss + 3.0 * consistency - information
+            d_loss = d_loss + 3.0 * consistency - information + 0.3 * code_move
         self.opt_d.zero_grad()
         d_loss.backward()
         self.opt_d.step()

@@ -35,7 +35,8 @@ GANFORGE = shutil.which("ganforge", path=os.path.dirname(sys.executable)) or "ga
 ROWS = [
     ("InfoGAN MNIST, as shipped", "recipes/infogan_mnist.toml", [], "infogan", 28),
     ("InfoGAN MNIST, paper setup (no real-image terms)", "recipes/infogan_mnist.toml",
-     ["plugins.infogan.consistency_weight=0", "plugins.infogan.real_info_weight=0"], "infogan-paper", 28),
+     ["plugins.infogan.consistency_weight=0", "plugins.infogan.real_info_weight=0", "plugins.infogan.code_moves={}"],
+     "infogan-paper", 28),
     ("DCGAN 64x64 on shapes", "recipes/dcgan_shapes.toml",
      ["data.image_size=64", "model.name=dcgan", "latent.noise_dim=100", "train.g_lr=2e-4"], "dcgan64", 64),
 ]
