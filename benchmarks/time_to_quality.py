@@ -58,16 +58,19 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=25, help="steps between scorings")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="an extra recipe override")
     parser.add_argument("--plain-steps", type=int, default=100, help="steps of the plain loop's timing (0: skip it)")
+    parser.add_argument("--out-dir", type=Path, help="keep the runs here (seed<S>/), e.g. for ganforge eval;"
+                                                      " by default they go to a scratch folder")
     args = parser.parse_args()
-    plain = plain_speed(args.plain_steps) if args.plain_steps else float("nan")
+    plain = plain_speed(args.plain_steps) if args.plain_steps else None
+    speed = f"plain loop {plain:.1f} images/s on this machine" if plain else "plain loop not timed"
     print(f"# time to quality: InfoGAN MNIST as shipped{' with ' + ' '.join(args.extra) if args.extra else ''};"
-          f" scored every {args.every} steps; plain loop {plain:.1f} images/s on this machine")
-    header = " | ".join(f"{target:.2f}: images, min (plain-loop min)" for target in TARGETS)
+          f" scored every {args.every} steps; {speed}")
+    header = " | ".join(f"{target:.2f}: images, min{' (plain-loop min)' if plain else ''}" for target in TARGETS)
     print(f"| seed | {header} | final accuracy | training min | images/s |")
     print("|---|" + "---|" * len(TARGETS) + "---:|---:|---:|")
     with tempfile.TemporaryDirectory() as scratch:
         for seed in args.seeds:
-            records, wall = train(seed, args.every, args.data_root, Path(scratch), args.extra)
+            records, wall = train(seed, args.every, args.data_root, args.out_dir or Path(scratch), args.extra)
             scored = [record for record in records if FIGURE in record]
             steps = max(record["step"] for record in records)
             images = max(record.get("images", 0) for record in records)
@@ -80,7 +83,8 @@ def main() -> None:
                     cells.append("not reached")
                     continue
                 seen = hit["step"] * images // steps
-                cells.append(f"{seen:,}, {seen * per_image / 60:.1f} ({seen / plain / 60:.1f})")
+                in_plain_minutes = f" ({seen / plain / 60:.1f})" if plain else ""
+                cells.append(f"{seen:,}, {seen * per_image / 60:.1f}{in_plain_minutes}")
             print(f"| {seed} | {' | '.join(cells)} | {scored[-1][FIGURE]:.4f} | {training / 60:.1f} |"
                   f" {images / training:.0f} |", flush=True)
 
