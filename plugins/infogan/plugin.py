@@ -67,8 +67,8 @@ DEFAULTS = {
     # the code comes to mean that move: code_moves = { slant = "shear", width = "stretch" }. The
     # moves are degrees, scale, shear, stretch, shift_x, shift_y and thickness; {}: off.
     "code_moves": {},
-    # Weight of that squared error, summed over the codes tied to a move. On eleven MNIST seeds, 0.3
-    # gave both codes their moves on 9 and kept the categories on all (0.1: 5 of 8; docs/results.md).
+    # Weight of that squared error, summed over the codes tied to a move. On twelve MNIST seeds, 0.3
+    # gave both codes their moves on 10 and kept the categories on all (0.1: 5 of 8; docs/results.md).
     "code_move_weight": 0.3,
     # Whether that term also trains D's shared trunk, not Q's head alone. On MNIST the trunk learnt
     # to read slant and width and the categories split a pair of digits on 3 of 11 runs; on
