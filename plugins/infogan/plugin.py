@@ -240,7 +240,7 @@ class InfoGAN:
                 raise RecipeError(f"{code.describe()} has no Gaussian mean for Q to predict; tie a uniform or"
                                   " gaussian code to a move", key=f"plugins.infogan.code_moves.{spec.name}")
             self.codes[spec.name] = code
-        if self.q_split and len({code.kind == "categorical" for code in self.codes.values()}) < 2:
+        if self.q_split and len(self.categorical_codes()) in (0, len(self.codes)):
             raise RecipeError("splits Q between the categorical codes and the others, but the codes are all of one"
                               " kind: set it to false, or add a code of the other kind", key="plugins.infogan.q_split")
         return list(self.codes.items())
@@ -249,8 +249,8 @@ class InfoGAN:
     def ganforge_discriminator_heads(self, run, feature_dim):
         sizes = [distribution.param_dim for distribution in self.codes.values()]
         if self.q_split:
-            categorical = [distribution.kind == "categorical" for distribution in self.codes.values()]
-            head = SplitQHead(feature_dim, self.hidden, sizes, categorical)
+            categorical = set(self.categorical_codes())
+            head = SplitQHead(feature_dim, self.hidden, sizes, [name in categorical for name in self.codes])
         else:
             head = QHead(feature_dim, self.hidden, sum(sizes))
         head.learning_rate = self.q_lr  # 0: the discriminator's rate
