@@ -156,6 +156,65 @@ def test_a_half_chance_flip_mirrors_some_images_reproducibly():
     assert torch.all(flipped ^ kept) and 16 <= flipped.sum() <= 48
 
 
+def garment(n):
+    """n copies of a grey garment (lightness 0.5 above black) with a one-pixel stripe print."""
+    images = torch.full((n, 1, 28, 28), -1.0)
+    images[:, :, 6:22, 8:20] = 0.0
+    images[:, :, 6:22:2, 8:20] = 0.4
+    return images
+
+
+def test_a_brightness_move_scales_the_lightness_and_keeps_the_background_black():
+    images = garment(32).requires_grad_()
+    moves = dataclasses.replace(STILL, brightness=0.75)
+    moved, draws = jitter_with_draws(images, torch.Generator().manual_seed(2), moves)
+    lightness = draws[:, MOVE_DRAWS.index("brightness")]
+    assert lightness.abs().max() <= 1 and (lightness > 0.5).any() and (lightness < -0.5).any()
+    factor = 1.75 ** lightness
+    assert torch.all(moved[:, :, 0, 0] == -1)  # the background
+    inside = (moved[:, 0, 7, 10] + 1) / (images[:, 0, 7, 10] + 1)  # the plain cloth, never clamped
+    assert torch.allclose(inside, factor, atol=1e-4)
+    bright = lightness > 0.7  # 1.4 times 1.75 ** 0.7 is past white
+    assert bright.any() and torch.all(moved[bright, 0, 6, 10] == 1)  # the print, clamped at white
+    moved.sum().backward()  # the gradient is the factor, and nothing where the lightness was clamped
+    assert torch.allclose(images.grad[:, 0, 7, 10], factor, atol=1e-4)
+    assert torch.all(images.grad[bright, 0, 6, 10] == 0)
+
+
+def test_a_blur_move_smooths_or_sharpens_a_print_by_its_draw():
+    images = garment(32)
+    moved, draws = jitter_with_draws(images, torch.Generator().manual_seed(3), dataclasses.replace(STILL, blur=1.0))
+    blur = draws[:, MOVE_DRAWS.index("blur")]
+    stripes = lambda batch: (batch[:, 0, 7:20, 9:19].diff(dim=1)).abs().mean((1, 2))  # inside, away from the edge
+    change = stripes(moved) - stripes(images)
+    assert torch.equal(torch.sign(change[blur.abs() > 0.05]), -torch.sign(blur[blur.abs() > 0.05]))
+    assert moved.min() >= -1 and moved.max() <= 1
+    # A 3x3 box blur at a draw of 1: each stripe row of 0.4 between rows of 0 becomes 0.4 / 3.
+    full = jitter(images[:1], torch.Generator(), dataclasses.replace(STILL, blur=1.0))
+    rng = torch.Generator()
+    full_draw = torch.rand(1, 7, generator=rng), torch.rand(1, generator=rng) * 2 - 1
+    expected = 0.4 / 3 * full_draw[1].item() + 0.4 * (1 - full_draw[1].item())
+    assert full[0, 0, 10, 12].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_brightness_and_blur_draw_after_the_other_moves_so_other_sets_keep_their_stream():
+    images = garment(6)
+    before = jitter_with_draws(images, torch.Generator().manual_seed(7), dataclasses.replace(MOVE_PRESETS["clothing"], brightness=0.0, blur=0.0))
+    after = jitter_with_draws(images, torch.Generator().manual_seed(7), MOVE_PRESETS["clothing"])
+    unchanged = [i for i, name in enumerate(MOVE_DRAWS) if name not in ("brightness", "blur")]
+    assert torch.equal(before[1][:, unchanged], after[1][:, unchanged])
+    assert torch.all(before[1][:, -2:] == 0) and torch.all(after[1][:, -2:] != 0)
+
+
+def test_a_code_tied_to_brightness_trains_only_its_own_output(tmp_path):
+    silent = [{**code, "weight": 0.0} for code in CODES]
+    run = build_run(tmp_path, codes=silent, settings={"moves": "clothing", "code_moves": {"slant": "brightness"}})
+    logs = train_step(run)
+    assert 0 < logs["loss/D/code_move/slant"].item() < 10
+    rows = run.discriminator.heads["q"].net[3].weight.grad.abs().sum(1)
+    assert rows[4] > 0 and torch.all(rows[:4] == 0) and torch.all(rows[5:] == 0)
+
+
 def test_the_handwriting_preset_is_the_default_and_draws_as_before():
     # Sets of moves without a mirror draw 7 numbers per image, as before the flip existed, so a
     # recipe's runs and checkpoints are unchanged.
@@ -365,6 +424,7 @@ def test_code_move_weight_zero_turns_the_term_off(tmp_path):
     ({"code_moves": {"slant": "shear"}, "moves": "clothing"},
      "plugins.infogan.code_moves.slant: the set of moves never makes a shear move; give it a range with move_values.shear"),
     ({"code_moves": {"slant": "shift_x"}, "moves": "none"}, "never makes a shift_x move; .* move_values.shift$"),
+    ({"code_moves": {"slant": "brightness"}}, "never makes a brightness move; .* move_values.brightness$"),
     ({"code_moves": {"digit": "shear"}}, "plugins.infogan.code_moves.digit: code 'digit' has 4 columns"),
     ({"code_move_weight": -1.0}, "plugins.infogan.code_move_weight: must be a number >= 0"),
     ({"code_move_after": -5}, "plugins.infogan.code_move_after: must be a number of steps >= 0"),

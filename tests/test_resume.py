@@ -113,9 +113,10 @@ def test_a_signal_before_the_first_checkpoint_still_leaves_one(tmp_path):
 
 @pytest.mark.parametrize("settings", [{}, {"consistency_weight": 1.0}, {"code_moves": {"slant": "shear"}},
                                       {"code_moves": {"slant": "shear"}, "code_move_trunk": True},
-                                      {"code_moves": {"slant": "shear"}, "q_split": True}],
+                                      {"code_moves": {"slant": "shear"}, "q_split": True},
+                                      {"code_moves": {"slant": "brightness"}, "moves": "clothing"}],
                          ids=["infogan", "infogan-consistency", "infogan-code-moves", "infogan-code-moves-trunk",
-                              "infogan-q-split"])
+                              "infogan-q-split", "infogan-clothing-brightness"])
 def test_infogan_resumes_bitwise(tmp_path, settings):
     plugins = {"infogan": {"codes": INFOGAN_CODES, "traverse_every_sample": False, **settings}}
     straight = run_tiny(tmp_path / "straight", plugins=plugins, train=FOUR_STEPS)

@@ -68,7 +68,10 @@ class Moves:
     """How far :func:`jitter` may move an image, each drawn uniformly either way: ``shift`` of its
     size, ``degrees`` of rotation, ``scale`` of zoom, ``shear`` of slant, ``stretch`` of width
     alone, and ``thickness`` of a blend towards the strokes grown or thinned by one pixel; ``flip``
-    is the chance of a left-right mirror. The defaults are the handwriting preset."""
+    is the chance of a left-right mirror; ``brightness`` scales how light the object is, by up to
+    ``1 + brightness`` times either way (darker or lighter; the black background stays black); and
+    ``blur`` blends the image towards its 3x3 blur by up to that fraction, or away from it (sharper)
+    by as much. The defaults are the handwriting preset."""
 
     shift: float = 0.1
     degrees: float = 20.0
@@ -77,9 +80,11 @@ class Moves:
     stretch: float = 0.15
     thickness: float = 0.5
     flip: float = 0.0
+    brightness: float = 0.0
+    blur: float = 0.0
 
 
-STILL = Moves(0, 0, 0, 0, 0, 0, 0)
+STILL = Moves(0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 # Named sets of moves, one per kind of data: each keeps only the changes that leave the class
 # alone there (docs/results.md, "Which moves fit which data").
@@ -89,22 +94,26 @@ MOVE_PRESETS = {
     # slant of ±0.6 and 20 degrees cover the slant of real 1s, 4s and 9s; at ±0.4 and 15 degrees
     # some seeds split them by slant for longer (docs/results.md).
     "handwriting": Moves(),
-    # Clothing photographed front-on: a garment mirrored left-right is the same garment; a slant,
-    # a rotation or thicker edges would turn a shirt's outline into another item's.
-    "clothing": Moves(shift=0.06, degrees=0.0, scale=0.08, shear=0.0, stretch=0.1, thickness=0.0, flip=0.5),
+    # Clothing photographed front-on: a garment mirrored left-right is the same garment, and so is
+    # a darker or lighter one, or one with its print or knit blurred away (left free, Q splits the
+    # tops into dark patterned and light plain ones); a slant, a rotation or thicker edges would
+    # turn a shirt's outline into another item's.
+    "clothing": Moves(shift=0.06, degrees=0.0, scale=0.08, shear=0.0, stretch=0.1, thickness=0.0, flip=0.5,
+                      brightness=0.75, blur=1.0),
     # Sprites whose class is their outline: position, size and turn are the factors the other codes
     # should take; a shear or a width stretch would make a square a parallelogram.
     "sprites": Moves(shift=0.15, degrees=45.0, scale=0.2, shear=0.0, stretch=0.0, thickness=0.0, flip=0.5),
     "none": STILL,
 }
 # The largest value each move may take: beyond these the moved image is no longer the same image.
-MOVE_LIMITS = {"shift": 0.5, "degrees": 180.0, "scale": 0.9, "shear": 2.0, "stretch": 0.9, "thickness": 1.0, "flip": 1.0}
+MOVE_LIMITS = {"shift": 0.5, "degrees": 180.0, "scale": 0.9, "shear": 2.0, "stretch": 0.9, "thickness": 1.0, "flip": 1.0, "brightness": 1.0, "blur": 1.0}
 
 
 # The columns of :func:`jitter_with_draws`'s draws, each in [-1, 1] (a fraction of its move's limit in
 # the set of moves). A positive draw turns the image counter-clockwise, enlarges it, slants it to
-# the right (its top moves right), widens it, moves it right, moves it down and thickens its strokes.
-MOVE_DRAWS = ("degrees", "scale", "shear", "stretch", "shift_x", "shift_y", "thickness")
+# the right (its top moves right), widens it, moves it right, moves it down, thickens its strokes
+# lightens it and blurs it.
+MOVE_DRAWS = ("degrees", "scale", "shear", "stretch", "shift_x", "shift_y", "thickness", "brightness", "blur")
 MIRRORED_DRAWS = tuple(name in ("degrees", "shear", "shift_x") for name in MOVE_DRAWS)  # the ones a flip reverses
 
 
@@ -121,6 +130,7 @@ def jitter_with_draws(images: torch.Tensor, rng: torch.Generator, moves: Moves =
     are named by ``MOVE_DRAWS``."""
     n = images.shape[0]
     draws = torch.rand(n, 7, generator=rng, device=rng.device).to(images.device) * 2 - 1
+    draws = torch.cat([draws, draws.new_zeros(n, 2)], 1)  # brightness and blur, drawn below if they move
     angle = draws[:, 0] * math.radians(moves.degrees)
     zoom, slant = 1 + draws[:, 1] * moves.scale, draws[:, 2] * moves.shear
     widen = 1 + draws[:, 3] * moves.stretch
@@ -139,10 +149,21 @@ def jitter_with_draws(images: torch.Tensor, rng: torch.Generator, moves: Moves =
         moved = torch.lerp(moved, torch.where(weight > 0, grown, thinned), weight.abs())
     # affine_grid's offset maps output to input coordinates: a positive one moves the content left
     # and up, so the shift columns change sign to read "right" and "down".
-    signs = torch.tensor([1, 1, 1, 1, -1, -1, 1], dtype=draws.dtype, device=draws.device)
+    signs = torch.tensor([1, 1, 1, 1, -1, -1, 1, 1, 1], dtype=draws.dtype, device=draws.device)
     if moves.flip:  # drawn apart, so that sets of moves without a mirror keep their random stream
         mirrored = torch.rand(n, generator=rng, device=rng.device).to(images.device) < moves.flip
         moved = torch.where(mirrored.view(n, 1, 1, 1), moved.flip(3), moved)
         # A mirror turns the other way, slants the other way and moves the other way.
         signs = torch.where(mirrored.view(n, 1) & torch.tensor(MIRRORED_DRAWS, device=draws.device), -signs, signs)
+    if moves.brightness:  # drawn last, so that sets of moves without it keep their random stream
+        draws[:, 7] = torch.rand(n, generator=rng, device=rng.device).to(images.device) * 2 - 1
+        # A factor on the lightness above black (-1), even in log scale either way: a dark and a
+        # light garment of one kind are the same item.
+        factor = (1 + moves.brightness) ** draws[:, 7].view(n, 1, 1, 1)
+        moved = ((moved + 1) * factor).clamp(max=2) - 1
+    if moves.blur:
+        draws[:, 8] = torch.rand(n, generator=rng, device=rng.device).to(images.device) * 2 - 1
+        # Fine texture (a print, a knit) is no part of what the item is; the outline is.
+        blurred = nn.functional.avg_pool2d(nn.functional.pad(moved, (1, 1, 1, 1), mode="replicate"), 3, 1)
+        moved = torch.lerp(moved, blurred, (draws[:, 8] * moves.blur).view(n, 1, 1, 1)).clamp(-1, 1)
     return moved, draws * signs

@@ -65,7 +65,7 @@ DEFAULTS = {
     # Continuous codes tied to a move: Q's prediction of the code on a moved real image must be its
     # prediction on the plain image plus the move's draw (from -1 to 1 over the move's range), so
     # the code comes to mean that move: code_moves = { slant = "shear", width = "stretch" }. The
-    # moves are degrees, scale, shear, stretch, shift_x, shift_y and thickness; {}: off.
+    # moves are degrees, scale, shear, stretch, shift_x, shift_y, thickness, brightness and blur; {}: off.
     "code_moves": {},
     # Weight of that squared error, summed over the codes tied to a move. On twelve MNIST seeds, 0.3
     # gave both codes their moves on 10 and kept the categories on all (0.1: 5 of 8; docs/results.md).
