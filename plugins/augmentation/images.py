@@ -131,7 +131,7 @@ def jitter_with_draws(images: torch.Tensor, rng: torch.Generator, moves: Moves =
     """:func:`jitter`'s moved images and how far each was moved: an (n, 7) tensor whose columns
     are named by ``MOVE_DRAWS``."""
     n = images.shape[0]
-    draws = torch.rand(n, 7, generator=rng, device=rng.device).to(images.device) * 2 - 1
+    draws = uniform(images, rng, 7) * 2 - 1
     draws = torch.cat([draws, draws.new_zeros(n, 2)], 1)  # brightness and blur, drawn below if they move
     angle = draws[:, 0] * math.radians(moves.degrees)
     zoom, slant = 1 + draws[:, 1] * moves.scale, draws[:, 2] * moves.shear
@@ -153,18 +153,18 @@ def jitter_with_draws(images: torch.Tensor, rng: torch.Generator, moves: Moves =
     # and up, so the shift columns change sign to read "right" and "down".
     signs = torch.tensor([1, 1, 1, 1, -1, -1, 1, 1, 1], dtype=draws.dtype, device=draws.device)
     if moves.flip:  # drawn apart, so that sets of moves without a mirror keep their random stream
-        mirrored = torch.rand(n, generator=rng, device=rng.device).to(images.device) < moves.flip
+        mirrored = uniform(images, rng) < moves.flip
         moved = torch.where(mirrored.view(n, 1, 1, 1), moved.flip(3), moved)
         # A mirror turns the other way, slants the other way and moves the other way.
         signs = torch.where(mirrored.view(n, 1) & torch.tensor(MIRRORED_DRAWS, device=draws.device), -signs, signs)
     if moves.brightness:  # drawn last, so that sets of moves without it keep their random stream
-        draws[:, 7] = torch.rand(n, generator=rng, device=rng.device).to(images.device) * 2 - 1
+        draws[:, 7] = uniform(images, rng) * 2 - 1
         # A factor on the lightness above black (-1), even in log scale either way: a dark and a
         # light garment of one kind are the same item.
         factor = (1 + moves.brightness) ** draws[:, 7].view(n, 1, 1, 1)
         moved = ((moved + 1) * factor).clamp(max=2) - 1
     if moves.blur:
-        draws[:, 8] = torch.rand(n, generator=rng, device=rng.device).to(images.device) * 2 - 1
+        draws[:, 8] = uniform(images, rng) * 2 - 1
         # Fine texture (a print, a knit) is no part of what the item is; the outline is.
         blurred = nn.functional.avg_pool2d(nn.functional.pad(moved, (1, 1, 1, 1), mode="replicate"), 3, 1)
         moved = torch.lerp(moved, blurred, (draws[:, 8] * moves.blur).view(n, 1, 1, 1)).clamp(-1, 1)
