@@ -135,11 +135,11 @@ def test_a_batch_that_does_not_split_over_the_ranks_is_a_recipe_error(tmp_path):
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed beside this Python")
 def test_torchrun_trains_infogan_on_two_processes_and_sigterm_stops_every_rank_after_one_checkpoint(tmp_path):
     values = recipe(model="dcgan-28", steps=100_000, log_every=1, checkpoint_every=100_000, sample_every=100_000)
-    # The code-move term runs Q again outside the DDP-wrapped pass: it must not hang or break the ranks.
+    # The code-move and moved-fake terms run D again outside the DDP-wrapped pass: they must not hang or break the ranks.
     values["plugins"] = {"infogan": {"codes": [{"name": "digit", "dist": "categorical", "size": 4},
                                                {"name": "slant", "dist": "uniform", "size": 1}],
                                      "consistency_weight": 1.0, "code_moves": {"slant": "shear"},
-                                     "traverse_every_sample": False}}
+                                     "moved_fake_weight": 1.0, "traverse_every_sample": False}}
     path = write_recipe(tmp_path / "r.toml", values)
     process = subprocess.Popen([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "ganforge", "run", str(path)],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -158,3 +158,4 @@ def test_torchrun_trains_infogan_on_two_processes_and_sigterm_stops_every_rank_a
     stopped = [line for line in (out + err).splitlines() if "stopped by SIGTERM after step" in line]
     assert len(stopped) == 2 and len({line.split("step ")[1].split(";")[0] for line in stopped}) == 1, out + err
     assert "loss/D/consistency/digit" in metrics.read_text() and "loss/D/code_move/slant" in metrics.read_text()
+    assert "loss/G/moved_info/digit" in metrics.read_text()

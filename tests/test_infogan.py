@@ -15,11 +15,12 @@ from PIL import Image
 import ganforge
 from ganforge.errors import GanforgeError, RecipeError
 from ganforge.launch import evaluate_run, read_recipe
+from ganforge.models import frozen_batch_statistics
 from ganforge.run import Run
-from ganforge.training import train_step
+from ganforge.training import StepContext, train_step
 from ganforge_plugins.metrics.clustering import contingency, matched_accuracy, normalized_mutual_information, purity
 from ganforge_plugins.augmentation.images import MOVE_DRAWS, MOVE_PRESETS, STILL, Moves, jitter, jitter_with_draws
-from ganforge_plugins.infogan.plugin import disagreement, information_of_predictions, move_error
+from ganforge_plugins.infogan.plugin import FAKE_MOVES_STREAM, disagreement, information_of_predictions, move_error
 
 from .conftest import make_host, run_tiny, tiny_recipe, write_recipe
 
@@ -440,7 +441,61 @@ def test_a_code_without_a_gaussian_mean_cannot_follow_a_move(tmp_path):
         build_run(tmp_path, codes=codes, settings={"code_moves": {"on": "shear"}})
 
 
-@pytest.mark.parametrize("key", ["consistency_weight", "real_info_weight"])
+def generator_phase(run, fake):
+    """A G-phase context on ``fake`` (attached) and fresh codes, as a step hands it to the G terms."""
+    latents = run.sample_latents(fake.shape[0])
+    return StepContext("G", 1, run, fake.detach(), {}, latents, fake, None)
+
+
+def test_the_moved_fake_term_is_the_category_s_cross_entropy_on_moved_fakes(tmp_path):
+    run = build_run(tmp_path, settings={"moved_fake_weight": 2.0, "moves": "clothing"})
+    plugin, discriminator = run.plugins["infogan"], run.discriminator
+    fake = (torch.rand(8, 1, 28, 28) * 2 - 1).requires_grad_(True)
+    ctx = generator_phase(run, fake)
+    draws = torch.Generator().set_state(run.rng(FAKE_MOVES_STREAM).get_state())
+    running_mean = discriminator.heads["q"].net[1].running_mean.clone()
+    [term] = plugin.moved_fake_terms(ctx)
+    assert term.name == "moved_info/digit" and term.weight == 2.0  # the categorical code only
+    assert torch.equal(discriminator.heads["q"].net[1].running_mean, running_mean)  # batch statistics left alone
+    moved = jitter_with_draws(fake.detach(), draws, MOVE_PRESETS["clothing"])[0]
+    with torch.no_grad(), frozen_batch_statistics(discriminator):
+        logits = discriminator(moved).heads["q"][:, :4]
+    expected = torch.nn.functional.cross_entropy(logits, ctx.latents["digit"].argmax(1))
+    assert term.value.item() == pytest.approx(expected.item(), rel=1e-5)
+    # The gradient goes back through the move into the fakes, and so into G in the G phase.
+    term.value.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+
+
+def test_without_moves_the_moved_fake_term_is_the_information_term_again(tmp_path):
+    run = build_run(tmp_path, settings={"moved_fake_weight": 1.0, "moves": "none"})
+    plugin = run.plugins["infogan"]
+    fake = torch.rand(8, 1, 28, 28) * 2 - 1
+    ctx = generator_phase(run, fake)
+    ctx.d_fake = ctx.discriminate(fake, ctx.latents)
+    [moved] = plugin.moved_fake_terms(ctx)
+    plain = {term.name: term for term in plugin.information_terms(ctx)}["info/digit"]
+    assert moved.value.item() == pytest.approx(plain.value.item(), abs=1e-4)
+
+
+def test_the_moved_fake_term_trains_q_in_the_d_phase_and_g_in_the_g_phase(tmp_path):
+    silent = [{**code, "weight": 0.0} for code in CODES]
+    on = build_run(tmp_path / "a", codes=silent, settings={"moved_fake_weight": 1.0, "moves": "clothing"})
+    off = build_run(tmp_path / "b", codes=silent, settings={"moves": "clothing"})
+    generator_before = copy.deepcopy(on.generator.state_dict())
+    logs = train_step(on)
+    train_step(off)
+    assert {"loss/D/moved_info/digit", "loss/G/moved_info/digit"} <= set(logs)
+    assert "loss/D/moved_info/slant" not in logs  # continuous codes have their move terms
+    # With every code's λ at 0, only the moved-fake term can move Q.
+    q_gradient = lambda run: torch.cat([p.grad.flatten() for p in run.discriminator.heads["q"].parameters()])
+    assert q_gradient(on).abs().sum() > 0 and q_gradient(off).abs().sum() == 0
+    generator = lambda run: torch.cat([p.grad.flatten() for p in run.generator.parameters()])
+    assert not torch.allclose(generator(on), generator(off))
+    assert any(not torch.equal(value, on.generator.state_dict()[key]) for key, value in generator_before.items())
+
+
+@pytest.mark.parametrize("key", ["consistency_weight", "real_info_weight", "moved_fake_weight"])
 def test_negative_real_image_weights_are_recipe_errors(tmp_path, key):
     with pytest.raises(RecipeError, match=f"plugins.infogan.{key}: must be a number >= 0"):
         build_run(tmp_path, settings={key: -1.0})

@@ -193,7 +193,7 @@ def bad_infogan_table(draw, recipe):
         table["codes"] = draw(BAD_CODES | toml_values.filter(lambda value: not isinstance(value, list)))
     elif problem == "option":
         option = draw(st.sampled_from(["q_hidden", "q_lr", "real_info_weight", "consistency_weight", "code_move_weight",
-                                       "code_move_after", "code_move_trunk", "q_split"]))
+                                       "moved_fake_weight", "code_move_after", "code_move_trunk", "q_split"]))
         if option == "q_hidden":
             table[option] = draw(st.integers(max_value=0) | st.integers(min_value=65537))
         elif option == "code_move_after":

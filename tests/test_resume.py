@@ -114,9 +114,10 @@ def test_a_signal_before_the_first_checkpoint_still_leaves_one(tmp_path):
 @pytest.mark.parametrize("settings", [{}, {"consistency_weight": 1.0}, {"code_moves": {"slant": "shear"}},
                                       {"code_moves": {"slant": "shear"}, "code_move_trunk": True},
                                       {"code_moves": {"slant": "shear"}, "q_split": True},
-                                      {"code_moves": {"slant": "brightness"}, "moves": "clothing"}],
+                                      {"code_moves": {"slant": "brightness"}, "moves": "clothing"},
+                                      {"consistency_weight": 1.0, "moved_fake_weight": 1.0, "moves": "clothing"}],
                          ids=["infogan", "infogan-consistency", "infogan-code-moves", "infogan-code-moves-trunk",
-                              "infogan-q-split", "infogan-clothing-brightness"])
+                              "infogan-q-split", "infogan-clothing-brightness", "infogan-moved-fakes"])
 def test_infogan_resumes_bitwise(tmp_path, settings):
     plugins = {"infogan": {"codes": INFOGAN_CODES, "traverse_every_sample": False, **settings}}
     straight = run_tiny(tmp_path / "straight", plugins=plugins, train=FOUR_STEPS)
@@ -124,7 +125,8 @@ def test_infogan_resumes_bitwise(tmp_path, settings):
     stored = load_checkpoint(last_checkpoint(tmp_path / "stopped"))
     layers = ["heads.q.categorical.net", "heads.q.continuous.net"] if settings.get("q_split") else ["heads.q.net"]
     assert set(stored["discriminator"]) >= {f"{layer}.{key}" for layer in layers for key in ("0.weight", "1.running_mean")}
-    assert set(stored["rng"]["streams"]) == {"data", "latents", "fixed"} | ({"infogan/moves"} if settings else set())
+    own_streams = ({"infogan/moves"} if settings else set()) | ({"infogan/fake-moves"} if "moved_fake_weight" in settings else set())
+    assert set(stored["rng"]["streams"]) == {"data", "latents", "fixed"} | own_streams
     resumed = run_tiny(tmp_path / "stopped", resume=True, plugins=plugins, train=FOUR_STEPS)
     assert_same_training(last_checkpoint(tmp_path / "straight"), last_checkpoint(tmp_path / "stopped"))
     assert metric_records(resumed.directory) == metric_records(straight.directory)
