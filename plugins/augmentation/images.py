@@ -128,7 +128,7 @@ def jitter(images: torch.Tensor, rng: torch.Generator, moves: Moves = Moves()) -
 
 
 def jitter_with_draws(images: torch.Tensor, rng: torch.Generator, moves: Moves = Moves()) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`jitter`'s moved images and how far each was moved: an (n, 7) tensor whose columns
+    """:func:`jitter`'s moved images and how far each was moved: an (n, 9) tensor whose columns
     are named by ``MOVE_DRAWS``."""
     n = images.shape[0]
     draws = uniform(images, rng, 7) * 2 - 1
