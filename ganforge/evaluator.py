@@ -32,6 +32,8 @@ LAYER = "pooled-128"  # the feature layer: the global average pool before the cl
 FEATURE_DIM = 128
 EVALUATOR_SEED = 0
 EVALUATOR_EPOCHS = 8
+#: How the own network's inputs are prepared (provenance, and part of the real-feature cache key).
+PREPARATION = "as stored, 8-bit"
 
 
 class EvaluatorError(UsageError):
@@ -43,6 +45,25 @@ def home() -> Path:
     if os.environ.get(HOME_ENV):
         return Path(os.environ[HOME_ENV]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ganforge"
+
+
+def as_8bit(images: torch.Tensor) -> torch.Tensor:
+    """Images as datasets store them: uint8 unchanged; floats in [-1, 1] (generated images)
+    rounded to the nearest of the 256 levels, the inverse of ``to_model_range``. Every feature
+    network reads its inputs through this, so real and generated images reach it alike: real
+    images hold 8-bit values only, and a network trained on them never saw values between."""
+    if images.dtype == torch.uint8:
+        return images
+    return images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def recorded_feature_dim(path: Path | None) -> int:
+    """The feature width in the record beside the network file ``path``; this design's
+    ``FEATURE_DIM`` when there is no readable record (yet)."""
+    try:
+        return int(json.loads(Path(path).with_suffix(".json").read_text())["feature_dim"])
+    except (TypeError, OSError, ValueError, KeyError):
+        return FEATURE_DIM
 
 
 def default_path(dataset: str, image_shape: tuple[int, int, int]) -> Path:
@@ -82,13 +103,19 @@ class Evaluator:
     record: dict
     path: Path
 
+    preparation = PREPARATION
+
     @property
     def sha256(self) -> str:
         return self.record["sha256"]
 
+    @property
+    def feature_dim(self) -> int:
+        return int(self.record.get("feature_dim", FEATURE_DIM))
+
     @torch.inference_mode()
     def features(self, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
-        """Features of images in [-1, 1] (float) or uint8, in batches, on the CPU."""
+        """Features of images in [-1, 1] (float, rounded to 8 bits first) or uint8, in batches, on the CPU."""
         return self._map(self.net.features, images, batch)
 
     @torch.inference_mode()
@@ -102,7 +129,7 @@ class Evaluator:
         out = []
         for start in range(0, len(images), batch):
             part = images[start:start + batch]
-            part = to_model_range(part) if part.dtype == torch.uint8 else part
+            part = to_model_range(as_8bit(part))
             out.append(function(part.to(device)).float().cpu())
         return torch.cat(out)
 

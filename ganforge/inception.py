@@ -15,13 +15,18 @@ from pathlib import Path
 
 import torch
 
-from .evaluator import EvaluatorError, sha256_of
+from .evaluator import EvaluatorError, as_8bit, sha256_of
 
 WEIGHTS_ENV = "GANFORGE_INCEPTION_WEIGHTS"
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"
 WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 LAYER = "pool3-2048"
+FEATURE_DIM = 2048
+INPUT_SIZE = 299  # torch-fidelity's FeatureExtractorInceptionV3.INPUT_IMAGE_SIZE
+#: What torch-fidelity's FeatureExtractorInceptionV3.forward does to the 8-bit images it is given.
+PREPARATION = (f"8-bit, grey repeated over 3 channels, resized to {INPUT_SIZE}x{INPUT_SIZE} bilinear as TensorFlow 1.x"
+               " (torch-fidelity interpolate_bilinear_2d_like_tensorflow1x)")
 NAME = "inception"  # what --evaluator and eval.evaluator say to choose it
 
 
@@ -43,6 +48,9 @@ def weights_path(given: Path | str | None) -> Path:
 class InceptionFeatures:
     """A verified Inception-v3, with the interface of :class:`ganforge.evaluator.Evaluator`."""
 
+    preparation = PREPARATION
+    feature_dim = FEATURE_DIM
+
     def __init__(self, path: Path, expected_sha256: str = WEIGHTS_SHA256):
         digest = sha256_of(path)
         if digest != expected_sha256:
@@ -57,7 +65,7 @@ class InceptionFeatures:
             raise EvaluatorError(f"{path} cannot be read as Inception-v3 ({type(error).__name__}: {error})") from None
         self.path = Path(path)
         self.record = {"dataset": "imagenet", "split": "train", "trained_on": "ImageNet's 1,281,167",
-                       "held_out": {"accuracy": "as published"}, "layer": LAYER, "sha256": digest,
+                       "held_out": {"accuracy": "as published"}, "layer": LAYER, "feature_dim": FEATURE_DIM, "sha256": digest,
                        "library": "torch-fidelity FeatureExtractorInceptionV3"}
 
     @property
@@ -66,12 +74,10 @@ class InceptionFeatures:
 
     @torch.inference_mode()
     def features(self, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
-        """2,048 pooled features of images in [-1, 1] (float) or uint8, resized to 299 px inside."""
+        """2,048 pooled features of images in [-1, 1] (float, rounded to 8 bits) or uint8, resized to 299 px inside."""
         out = []
         for start in range(0, len(images), batch):
-            part = images[start:start + batch]
-            if part.dtype != torch.uint8:
-                part = part.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+            part = as_8bit(images[start:start + batch])
             if part.shape[1] == 1:
                 part = part.expand(-1, 3, -1, -1)
             out.append(self.net(part.contiguous())[0].float().cpu())
