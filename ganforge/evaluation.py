@@ -22,7 +22,8 @@ import torch
 from . import inception
 from .data import ImageData
 from .errors import UsageError
-from .evaluator import EVALUATOR_EPOCHS, Evaluator, EvaluatorError, default_path, home, load_evaluator, train_evaluator
+from .evaluator import (EVALUATOR_EPOCHS, Evaluator, EvaluatorError, default_path, home, load_evaluator,
+                        recorded_feature_dim, train_evaluator)
 from .registry import unknown_name_message
 
 DEFAULT_IMAGES = 5000
@@ -43,8 +44,15 @@ class EvalSettings:
     provenance: dict[str, dict] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # metric -> why it did not run
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # figures that may mislead (too few images for FID)
     _evaluator: Evaluator | None = None
     _dataset: tuple[str, tuple[int, int, int]] = ("", (0, 0, 0))
+    _split: str = ""  # the run's data.split
+
+    def describe_run(self, run) -> None:
+        """Take the run's dataset, image shape and split: which default network, which real images."""
+        self._dataset = (run.recipe.data.name, tuple(run.image_shape))
+        self._split = run.recipe.data.split
 
     def evaluator(self) -> Evaluator:
         """The feature network: ``--evaluator FILE`` (or ``inception``: Inception-v3 from the
@@ -74,17 +82,32 @@ class EvalSettings:
         record = evaluator.record
         return {"feature_network": str(evaluator.path), "feature_sha256": evaluator.sha256, "layer": record["layer"],
                 "network_trained_on": f"{record['dataset']} {record['split']}, {record['trained_on']} images",
-                "network_held_out_accuracy": record["held_out"]["accuracy"]}
+                "network_held_out_accuracy": record["held_out"]["accuracy"], "preparation": evaluator.preparation}
+
+    def real_facts(self, data: ImageData) -> dict:
+        """Which real images a metric compared against."""
+        return {"real_split": self._split, "real_part": self.part, "real_source": data.source, "n_requested": self.n}
+
+    def check_fid_count(self, count: int) -> str | None:
+        """Keep a warning (``warnings``) when ``count`` images are too few for FID in this
+        network's space; returns it."""
+        evaluator = self.evaluator()
+        warning = fid_count_warning(count, evaluator.feature_dim, evaluator.record["layer"])
+        if warning and warning not in self.warnings:
+            self.warnings.append(warning)
+        return warning
 
     # -- images and features ------------------------------------------------------------------
 
     def real_features(self, data: ImageData) -> torch.Tensor:
-        """Features of up to ``n`` real images (a fixed random choice), cached on disk by dataset,
-        part, count, network checksum and layer."""
+        """Features of up to ``n`` real images (a random choice by ``seed``), cached on disk by
+        everything that picks those images and their features: seed, count, dataset source, split
+        and part, image shape, network checksum, layer and how the network prepares images."""
         evaluator = self.evaluator()
         count = min(self.n, len(data))
-        key = json.dumps({"source": data.source, "part": self.part, "count": count, "sha256": evaluator.sha256,
-                          "layer": evaluator.record["layer"]}, sort_keys=True)
+        key = json.dumps({"seed": self.seed, "count": count, "source": data.source, "split": self._split,
+                          "part": self.part, "image_shape": list(data.image_shape), "sha256": evaluator.sha256,
+                          "layer": evaluator.record["layer"], "preparation": evaluator.preparation}, sort_keys=True)
         path = home() / "features" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
         if path.exists():
             try:
@@ -114,6 +137,38 @@ class EvalSettings:
         return torch.cat(images)
 
 
+def fid_count_warning(count: int, feature_dim: int, layer: str) -> str | None:
+    """Why FID from ``count`` images in ``feature_dim`` features would mislead, or None.
+
+    The covariance of ``count`` images, mean removed, has rank at most ``count - 1``: at or below
+    ``feature_dim`` images it is singular, and FID (its matrix square root) is biased upward and
+    moves with the sample, so it compares with no FID from another count."""
+    if count > feature_dim:
+        return None
+    return (f"FID from {count} images in {feature_dim} features ({layer}): their covariance has rank at most"
+            f" {count - 1}, so it is singular and the FID is biased and not comparable; compare at least"
+            f" {feature_dim + 1} images (ganforge eval --n, eval.n in a recipe)")
+
+
+def recipe_warnings(recipe, image_shape: tuple[int, int, int] | None = None) -> list[str]:
+    """One-line warnings about the recipe's ``[eval]`` table (for ``ganforge check``): FID while
+    training with ``eval.n`` too few for the feature network's width (Inception-v3's 2,048; the
+    own network's record, or its design's 128 before it is trained). ``image_shape`` locates the
+    dataset's default network."""
+    options = recipe.eval
+    if not options.every or (options.metrics and "fid" not in options.metrics):
+        return []  # FID is not computed while training
+    if options.evaluator == inception.NAME:
+        feature_dim, layer = inception.FEATURE_DIM, inception.LAYER
+    else:
+        path = Path(options.evaluator) if options.evaluator else (
+            default_path(recipe.data.name, image_shape) if image_shape else None)
+        feature_dim = recorded_feature_dim(path)
+        layer = f"the {'named' if options.evaluator else 'default'} feature network"
+    warning = fid_count_warning(options.n, feature_dim, layer)
+    return [f"{recipe.source}: eval.n = {options.n}: {warning}"] if warning else []
+
+
 def metric_arguments(metric: Callable, **available: Any) -> dict[str, Any]:
     """The arguments ``metric`` names, of ``run``, ``data`` and ``settings``."""
     wanted = inspect.signature(metric).parameters
@@ -137,6 +192,7 @@ def score(run, data: ImageData, entries: list, settings: EvalSettings, strict: b
     from .contracts import check_metric_result
 
     host = run.host
+    settings.describe_run(run)
     results: dict[str, float] = {}
     for entry in entries:
         try:

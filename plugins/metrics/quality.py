@@ -40,9 +40,9 @@ def _features(run, data, settings) -> tuple[torch.Tensor, torch.Tensor]:
     return real, fake
 
 
-def _record(name, settings, run, real, fake, **extra):
-    settings.record(name, **settings.network_facts(), real_images=len(real), generated_images=len(fake),
-                    real_part=settings.part, step=run.step, seed=settings.seed, **extra)
+def _record(name, settings, run, data, real, fake, **extra):
+    settings.record(name, **settings.network_facts(), **settings.real_facts(data), real_images=len(real),
+                    generated_images=len(fake), step=run.step, seed=settings.seed, **extra)
 
 
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
@@ -81,21 +81,23 @@ def manifold_scores(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
 
 def fid(run, data, settings) -> dict[str, float]:
     real, fake = _features(run, data, settings)
-    _record("fid", settings, run, real, fake, library="torchmetrics FrechetInceptionDistance")
+    warning = settings.check_fid_count(min(len(real), len(fake)))
+    _record("fid", settings, run, data, real, fake, library="torchmetrics FrechetInceptionDistance",
+            **({"warning": warning} if warning else {}))
     return {"fid": frechet_distance(real, fake)}
 
 
 def kid(run, data, settings) -> dict[str, float]:
     real, fake = _features(run, data, settings)
     mean, std, size = kernel_distance(real, fake, settings.seed)
-    _record("kid", settings, run, real, fake, library="torchmetrics KernelInceptionDistance",
+    _record("kid", settings, run, data, real, fake, library="torchmetrics KernelInceptionDistance",
             subsets=KID_SUBSETS, subset_size=size)
     return {"kid": mean, "kid_std": std}
 
 
 def precision_recall(run, data, settings) -> dict[str, float]:
     real, fake = _features(run, data, settings)
-    _record("precision-recall", settings, run, real, fake, library="prdc", nearest_k=NEAREST_K)
+    _record("precision-recall", settings, run, data, real, fake, library="prdc", nearest_k=NEAREST_K)
     return manifold_scores(real, fake)
 
 
