@@ -183,6 +183,8 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. run
         say(f"note: {name} skipped: {why}")
     for note in settings.notes:
         say(f"note: {note}")
+    for warning in settings.warnings:
+        say(f"warning: {warning}")
     if json_output:
         print(json.dumps({"run": str(run_dir), "step": run.step, "on": on, "eval_images": len(data), **results,
                           "provenance": settings.provenance}))

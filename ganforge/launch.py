@@ -13,7 +13,7 @@ from rich.table import Table
 from .checkpoint import (does_not_fit, load_checkpoint, load_weights, restore_plugin_states, restore_run_state,
                          seed_global_rngs)
 from .errors import GanforgeError, RecipeError, UsageError
-from .evaluation import EvalSettings, chosen_metrics, evaluator_trainer, score
+from .evaluation import EvalSettings, chosen_metrics, evaluator_trainer, recipe_warnings, score
 from .images import save_grid
 from .models import count_parameters
 from .outputs import LAST, RunOutputs, read_json_lines, writing
@@ -199,6 +199,8 @@ def check_recipe(path: Path, overrides: list[str], console: Console, host: Plugi
     for name, head in run.discriminator.heads.items():
         table.add_row(f"  head {name}", f"{count_parameters(head):,}")
     _print_header(console, recipe, run, RunOutputs(run_directory(recipe)))
+    for warning in recipe_warnings(recipe, run.image_shape):
+        console.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     console.print(table)
     console.print("resolved recipe:", highlight=False)
     console.print(recipe.to_toml(), highlight=False, markup=False)
@@ -271,7 +273,6 @@ def evaluate_run(run_directory: Path, host: PluginHost | None = None, overrides:
     run, _ = run_from_checkpoint(path, host, overrides=overrides, device=device)
     data = load_data(run.recipe, host, part)
     settings.part = part
-    settings._dataset = (run.recipe.data.name, tuple(run.image_shape))
     settings.trainer = settings.trainer or evaluator_trainer(run, host, load_data)
     results = score(run, data, entries, settings, strict=metrics is not None)
     try:
