@@ -296,6 +296,8 @@ def test_inception_features_feed_fid_with_their_provenance(tmp_path, monkeypatch
     assert out.shape == (3, 2048) and torch.isfinite(out).all()
     assert torch.equal(out, features.features(grey.expand(-1, 3, -1, -1)))  # grey is three equal channels
     assert torch.allclose(out, features.features(grey.float() / 127.5 - 1), atol=1e-5)  # [-1, 1] floats alike
+    between_levels = grey.float().add(0.4) / 127.5 - 1  # generated-like floats: rounded to the same levels first
+    assert torch.equal(features.features(between_levels), out)
     run = run_tiny(tmp_path)
     monkeypatch.setenv(inception.WEIGHTS_ENV, str(untrained_inception_weights))
     settings = EvalSettings(n=24, evaluator_path=Path("inception"))  # few images: 299 px on a CPU is slow
@@ -303,3 +305,5 @@ def test_inception_features_feed_fid_with_their_provenance(tmp_path, monkeypatch
     assert results["fid"] > 0
     facts = settings.provenance["fid"]
     assert facts["feature_sha256"] == digest and facts["layer"] == "pool3-2048" and facts["real_images"] == 24
+    assert facts["preparation"] == inception.PREPARATION
+    assert "24 images in 2048 features" in facts["warning"] and settings.warnings == [facts["warning"]]
