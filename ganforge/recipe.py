@@ -277,7 +277,7 @@ def parse_override(assignment: str) -> tuple[list[str], str]:
     key, sep, value = assignment.partition("=")
     path = key.strip().split(".")
     if not sep or len(path) < 2 or not all(path):
-        raise RecipeError("expected SECTION.KEY=VALUE", source=f"--set {assignment}")
+        raise RecipeError("expected SECTION.KEY=VALUE", source=shown_override(assignment))
     return path, value.strip()
 
 
@@ -312,9 +312,14 @@ def apply_overrides(raw: dict, overrides: list[str], schema_kind: Callable[[list
     return raw
 
 
+def shown_override(assignment: str) -> str:
+    """``--set KEY=VALUE`` as messages show it: on one line, whatever characters it holds."""
+    return "--set " + "".join(ch if ch.isprintable() else _escape(ch) for ch in assignment)
+
+
 def from_override(error: RecipeError, assignment: str) -> RecipeError:
     """``error`` blamed on the ``--set`` that caused it, not on the recipe file."""
-    blamed = type(error)(error.detail, source=f"--set {assignment}")
+    blamed = type(error)(error.detail, source=shown_override(assignment))
     blamed.key = error.key
     return blamed
 
