@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -96,7 +97,9 @@ def run(recipe: Path = RecipeArgument, set_: list[str] = SetOption,
 @app.command()
 def check(recipe: Path = RecipeArgument, set_: list[str] = SetOption):
     """Validate the recipe, build the models, try every plugin it uses on a tiny batch (contract
-    checks), and print the models' sizes and the resolved recipe; train nothing."""
+    checks), run one real D and G step of the recipe on a few images (plugins' loss terms and
+    step_end included), and print the models' sizes, the step's losses and the resolved recipe.
+    Writes nothing: no run directory, checkpoint or log."""
     from .launch import check_recipe
 
     with reporting():
@@ -113,7 +116,9 @@ def plugins():
     for name, plugin in host.plugins():
         info = host.info.get(name)
         origin = f"{info.distribution} {info.version}".strip() if info else ""
-        hooks = "\n".join(hook.removeprefix("ganforge_") for hook in host.hooks_of(plugin))
+        hooks = "\n".join([*(hook.removeprefix("ganforge_") for hook in host.hooks_of(plugin)),
+                           *(f"{table} (run plugin): {', '.join(hook.removeprefix('ganforge_') for hook in names)}"
+                             for table, names in host.run_plugin_hooks(name).items() if names)])
         registered = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in host.registered_by(name).items())
         table.add_row(name, origin, hooks or "(none)", registered)
     for name, broken in sorted(host.broken.items()):
@@ -281,5 +286,37 @@ def evaluator_train(data: str = typer.Option(..., "--data", help="A labelled dat
                       f" {held['images']} held-out images; record {path.with_suffix('.json')}", highlight=False)
 
 
+class ReaderMayLeave:
+    """Standard output that, once its reader has closed the pipe (``ganforge check R | head -1``),
+    discards what follows: the command still runs to its end and exits with its own code. A
+    closed pipe is the reader's choice, not a failure of the command."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        # Point the descriptor at /dev/null: what is still buffered (and the flush at exit) goes there.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> None:
+    sys.stdout = ReaderMayLeave(sys.stdout)
     app(args=argv if argv is not None else sys.argv[1:], prog_name="ganforge")

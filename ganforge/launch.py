@@ -16,10 +16,11 @@ from .errors import GanforgeError, RecipeError, UsageError
 from .evaluation import EvalSettings, chosen_metrics, evaluator_trainer, recipe_warnings, score
 from .images import save_grid
 from .models import count_parameters
+from .onestep import try_one_step
 from .outputs import LAST, RunOutputs, read_json_lines, writing
 from .data import ImageData
 from .distributed import ProcessGroup, from_primary, ranks_from_environment
-from .pluginmanager import PluginHost, make_plugin_host
+from .pluginmanager import PluginHost, make_plugin_host, plugin_table_defaults, registered_names
 from .progress import make_progress
 from .recipe import SCHEMA, Recipe, apply_overrides, load_recipe, schema_kind, validate
 from .run import Run, load_data, resolve_device
@@ -38,16 +39,6 @@ RESUMABLE_CHANGES = {
     # Scoring never changes what is trained (ganforge.scoring): every [eval] key.
     *(f"eval.{key}" for key in SCHEMA["eval"]),
 }
-
-
-def registered_names(host: PluginHost) -> dict[str, list[str]]:
-    return {kind: getattr(host, kind).names() for kind in ("models", "losses", "datasets", "latents", "metrics",
-                                                          "optimizers")}
-
-
-def plugin_table_defaults(host: PluginHost) -> dict[str, dict]:
-    """Each ``[plugins.<name>]`` table's keys and defaults, as its plugin registered them."""
-    return {entry.name: entry.extra.get("defaults", {}) for entry in host.run_plugins}
 
 
 def read_recipe(path: Path, overrides: list[str], host: PluginHost) -> Recipe:
@@ -189,7 +180,8 @@ def _print_header(console: Console, recipe: Recipe, run: Run, outputs: RunOutput
 
 
 def check_recipe(path: Path, overrides: list[str], console: Console, host: PluginHost | None = None) -> Run:
-    """``ganforge check``: everything ``run`` does before the first step, and a report of it."""
+    """``ganforge check``: everything ``run`` does before the first step, one real step on a tiny
+    batch (:func:`ganforge.onestep.try_one_step`, writing nothing), and a report of it."""
     host = host or make_plugin_host()
     recipe = read_recipe(path, overrides, host)
     run = Run(recipe, host, run_directory(recipe))
@@ -202,6 +194,7 @@ def check_recipe(path: Path, overrides: list[str], console: Console, host: Plugi
     for warning in recipe_warnings(recipe, run.image_shape):
         console.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     console.print(table)
+    console.print(try_one_step(run).summary(), highlight=False)
     console.print("resolved recipe:", highlight=False)
     console.print(recipe.to_toml(), highlight=False, markup=False)
     return run
@@ -219,10 +212,7 @@ def run_from_checkpoint(path: Path, host: PluginHost | None = None, with_data: b
     host = host or make_plugin_host()
     state = load_checkpoint(path)
     source = f"{path} (stored recipe)"
-    try:
-        values = apply_overrides(state["recipe"], list(overrides), lambda p: schema_kind(p, plugin_table_defaults(host)))
-    except RecipeError as error:
-        raise error.located(source) from None
+    values = apply_overrides(state["recipe"], list(overrides), lambda p: schema_kind(p, plugin_table_defaults(host)))
     values["run"]["device"] = device or loadable_device(values["run"].get("device", "cpu"))
     recipe = recipe_from_dict(values, host, source)
     shape = None if with_data else tuple(state["image_shape"])

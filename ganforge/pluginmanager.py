@@ -10,7 +10,7 @@ import difflib
 import functools
 import importlib.metadata
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,6 +177,18 @@ class PluginHost:
     def hooks_of(self, plugin: Any) -> list[str]:
         return sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
 
+    def run_plugin_hooks(self, plugin_name: str) -> dict[str, list[str]]:
+        """The hooks each ``[plugins.<table>]`` object of a plugin implements, by table, where its
+        factory is a class: the objects themselves are made per run, so the host never sees them
+        otherwise (a factory function's objects are not known before a run)."""
+        found = {}
+        for table in self.run_plugins.by_plugin(plugin_name):
+            factory = self.run_plugins.get(table)
+            if isinstance(factory, type):
+                found[table] = sorted(attribute for attribute in dir(factory)
+                                      if self.pm.parse_hookimpl_opts(factory, attribute) is not None)
+        return found
+
     def registered_by(self, plugin_name: str) -> dict[str, list[str]]:
         """The names each registry holds from one plugin, e.g. ``{"models": ["dcgan"]}``."""
         found = {kind: getattr(self, kind).by_plugin(plugin_name) for kind in REGISTRY_KINDS}
@@ -205,11 +217,28 @@ class PluginHost:
             ) from error
 
     def _disable_hint(self, plugin_name: str) -> str:
-        """How to switch off an installed plugin without uninstalling it."""
+        """How to switch off an installed plugin without uninstalling it. A ``[plugins.<table>]``
+        object is switched off with the entry point that registered its table, and the recipe
+        must then lose the table, which no plugin takes any more."""
         info = self.info.get(plugin_name)
         if not info or not info.distribution or info.distribution == BUILTIN_DISTRIBUTION:
             return ""
-        return f"; {DISABLE_ENV}={plugin_name.removesuffix('.run')} switches it off"
+        table = plugin_name.removesuffix(".run")
+        if table != plugin_name and table in self.run_plugins:
+            owner = self.run_plugins.entry(table).plugin
+            return f"; {DISABLE_ENV}={owner} switches it off (then remove [plugins.{table}] from the recipe)"
+        return f"; {DISABLE_ENV}={plugin_name} switches it off"
+
+
+def registered_names(host: PluginHost) -> dict[str, list[str]]:
+    """Each registry's names, as recipe validation checks them."""
+    return {kind: getattr(host, kind).names() for kind in ("models", "losses", "datasets", "latents", "metrics",
+                                                          "optimizers")}
+
+
+def plugin_table_defaults(host: PluginHost) -> dict[str, dict]:
+    """Each ``[plugins.<name>]`` table's keys and defaults, as its plugin registered them."""
+    return {entry.name: entry.extra.get("defaults", {}) for entry in host.run_plugins}
 
 
 def _register_callback(registry: Registry, plugin_name: str) -> Callable:
@@ -236,9 +265,11 @@ def _entry_points() -> Iterable[tuple[importlib.metadata.EntryPoint, PluginInfo]
 
 
 def make_plugin_host(*, entry_points: bool = True, plugins: Iterable[tuple[str, Any]] = (),
-                     keep_broken: bool = False) -> PluginHost:
+                     keep_broken: bool = False, distributions: Collection[str] | None = None) -> PluginHost:
     """A fresh plugin manager with the hookspecs, the entry-point plugins (minus the disabled
-    ones) and ``plugins`` (``(name, object)`` pairs) registered, and the registries filled.
+    ones; with ``distributions``, only those of the distributions named, e.g. ``{"ganforge"}``
+    for the built-ins) and ``plugins`` (``(name, object)`` pairs) registered, and the registries
+    filled.
 
     An entry point that fails to import is a :class:`PluginError`, or with ``keep_broken`` (for
     ``ganforge plugins``, the command that finds such problems) an entry in ``host.broken``.
@@ -251,7 +282,7 @@ def make_plugin_host(*, entry_points: bool = True, plugins: Iterable[tuple[str, 
     disabled = disabled_plugins()
     if entry_points:
         for entry_point, info in _entry_points():
-            if entry_point.name in disabled:
+            if entry_point.name in disabled or (distributions is not None and info.distribution not in distributions):
                 continue
             if entry_point.name in host.info:
                 raise PluginError(

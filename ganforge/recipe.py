@@ -18,6 +18,7 @@ from typing import Any
 
 from .data import PARTS, SPLITS
 from .errors import RecipeError
+from .pluginmanager import DISABLE_ENV, disabled_plugins
 from .registry import did_you_mean, unknown_name_message
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -276,7 +277,7 @@ def parse_override(assignment: str) -> tuple[list[str], str]:
     key, sep, value = assignment.partition("=")
     path = key.strip().split(".")
     if not sep or len(path) < 2 or not all(path):
-        raise RecipeError(f"--set takes SECTION.KEY=VALUE, got {assignment!r}")
+        raise RecipeError("expected SECTION.KEY=VALUE", source=shown_override(assignment))
     return path, value.strip()
 
 
@@ -288,7 +289,7 @@ def typed_override(text: str, kind: type | None, key: str) -> Any:
         value = tomllib.loads(f"value = {text}")["value"]
     except (tomllib.TOMLDecodeError, RecursionError):
         expected = type_name(kind) if kind else "a TOML value"
-        raise RecipeError(f"--set value {text!r} is not {expected}", key=key) from None
+        raise RecipeError(f"value {text!r} is not {expected}", key=key) from None
     check_integers(value, key)
     return value
 
@@ -297,15 +298,51 @@ def apply_overrides(raw: dict, overrides: list[str], schema_kind: Callable[[list
     """A copy of ``raw`` with each ``--set`` applied (typed by ``schema_kind(path)``)."""
     raw = copy.deepcopy(raw)
     for assignment in overrides:
-        path, text = parse_override(assignment)
-        key = ".".join(map(shown_key, path))
-        table = raw
-        for part in path[:-1]:
-            table = table.setdefault(part, {})
-            if not isinstance(table, dict):
-                raise RecipeError(f"--set cannot set a key inside a {type_name(type(table))}", key=key)
-        table[path[-1]] = typed_override(text, schema_kind(path), key)
+        try:
+            path, text = parse_override(assignment)
+            key = ".".join(map(shown_key, path))
+            table = raw
+            for part in path[:-1]:
+                table = table.setdefault(part, {})
+                if not isinstance(table, dict):
+                    raise RecipeError(f"cannot set a key inside {type_name(type(table))}", key=key)
+            table[path[-1]] = typed_override(text, schema_kind(path), key)
+        except RecipeError as error:
+            raise from_override(error, assignment) from None
     return raw
+
+
+def shown_override(assignment: str) -> str:
+    """``--set KEY=VALUE`` as messages show it: on one line, whatever characters it holds."""
+    return "--set " + "".join(ch if ch.isprintable() else _escape(ch) for ch in assignment)
+
+
+def from_override(error: RecipeError, assignment: str) -> RecipeError:
+    """``error`` blamed on the ``--set`` that caused it, not on the recipe file."""
+    blamed = type(error)(error.detail, source=shown_override(assignment))
+    blamed.key = error.key
+    return blamed
+
+
+def blame(error: RecipeError, raw: dict, overrides: list[str], source: str) -> RecipeError:
+    """A validation error located where the bad value came from: the last ``--set`` that set the
+    key (or a table or array holding it), or that made the table the key names; else the file."""
+    if error.key:
+        for assignment in reversed(overrides):
+            set_key = ".".join(map(shown_key, parse_override(assignment)[0]))
+            holds = error.key == set_key or error.key.startswith((f"{set_key}.", f"{set_key}["))
+            made = set_key.startswith(f"{error.key}.") and not _has_key(raw, error.key)
+            if holds or made:
+                return from_override(error, assignment)
+    return error.located(source)
+
+
+def _has_key(values: dict, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(values, dict) or part not in values:
+            return False
+        values = values[part]
+    return True
 
 
 def schema_kind(path: list[str], plugin_defaults: dict[str, dict]) -> type | None:
@@ -370,7 +407,8 @@ def validate_plugin_tables(tables: Any, plugin_defaults: dict[str, dict]) -> dic
         if name not in plugin_defaults:
             known = sorted(plugin_defaults)
             hint = did_you_mean(name, known)
-            raise RecipeError(f"no plugin takes this table;{hint} known: {', '.join(known) or '(none)'}", key=key)
+            raise RecipeError(f"no plugin takes this table;{hint} known: {', '.join(known) or '(none)'}"
+                              f"{disabled_hint(name)}", key=key)
         if not isinstance(table, dict):
             raise RecipeError(f"must be a table, got {type_name(type(table))}", key=key)
         defaults = plugin_defaults[name]
@@ -382,16 +420,33 @@ def validate_plugin_tables(tables: Any, plugin_defaults: dict[str, dict]) -> dic
     return resolved
 
 
+def disabled_hint(table: str) -> str:
+    """Why a table's plugin may be missing: ``GANFORGE_DISABLE_PLUGINS`` switched it off."""
+    disabled = disabled_plugins()
+    if table in disabled:
+        return (f"; plugin {table!r} is disabled by {DISABLE_ENV}: remove [plugins.{table}] from the recipe,"
+                f" or unset {DISABLE_ENV}")
+    if disabled:
+        return (f"; {DISABLE_ENV} disables {', '.join(sorted(disabled))}: if one of them takes this table, remove"
+                f" [plugins.{table}] from the recipe, or unset {DISABLE_ENV}")
+    return ""
+
+
 def load_recipe(path: Path, overrides: list[str], names: dict[str, list[str]],
                 plugin_defaults: dict[str, dict]) -> Recipe:
     """Read, override and validate the recipe at ``path``."""
-    source = str(path)
-    raw = read_recipe_file(path)
+    return overridden_recipe(read_recipe_file(path), overrides, names, plugin_defaults, str(path), path.stem)
+
+
+def overridden_recipe(raw: dict, overrides: list[str], names: dict[str, list[str]], plugin_defaults: dict[str, dict],
+                      source: str, default_name: str = "") -> Recipe:
+    """``raw`` (a recipe read from ``source``) with ``overrides`` applied, validated; a mistake
+    names the ``--set`` it came from, or else ``source``."""
+    values = apply_overrides(raw, overrides, lambda p: schema_kind(p, plugin_defaults))
     try:
-        raw = apply_overrides(raw, overrides, lambda p: schema_kind(p, plugin_defaults))
+        recipe = _validate(values, names, plugin_defaults, default_name)
     except RecipeError as error:
-        raise error.located(source) from None
-    recipe = validate(raw, names, plugin_defaults, source, default_name=path.stem)
+        raise blame(error, raw, overrides, source) from None
     recipe.source = source
     return recipe
 

@@ -120,3 +120,28 @@ def test_the_data_root_can_come_from_the_environment(tmp_path, shared_mnist):
     result = ganforge("check", recipe, env={"GANFORGE_DATA_ROOT": str(shared_mnist)})
     assert result.returncode == 0, result.stderr
     assert "10000 images" in result.stdout
+
+
+def test_plugins_lists_the_hooks_of_a_run_plugin_class(tmp_path):
+    from .test_cli_usage import BCR_PLUGIN
+
+    (tmp_path / "gf_bcr.py").write_text(BCR_PLUGIN)
+    (tmp_path / "gf_bcr-0.1.dist-info").mkdir()
+    (tmp_path / "gf_bcr-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: gf-bcr\nVersion: 0.1\n")
+    (tmp_path / "gf_bcr-0.1.dist-info" / "entry_points.txt").write_text("[ganforge]\nbcr = gf_bcr\n")
+    result = ganforge("plugins", env={"PYTHONPATH": str(tmp_path), "COLUMNS": "250"})
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if "gf-bcr 0.1" in line)
+    assert "register_run_plugins" in row
+    assert "bcr (run plugin): discriminator_loss_terms, discriminator_views" in result.stdout
+
+
+def test_check_into_a_pipe_its_reader_closes_early_still_exits_0(tmp_path):
+    recipe = write_recipe(tmp_path / "tiny.toml", tiny_recipe(tmp_path / "runs"))
+    process = subprocess.Popen([GANFORGE, "check", str(recipe)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = process.stdout.readline()
+    process.stdout.close()  # what `| head -1` does after its line
+    stderr = process.communicate(timeout=300)[1].decode()
+    assert first.startswith(b"ganforge: dcgan-28 on shapes")
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr

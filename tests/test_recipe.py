@@ -88,13 +88,25 @@ def test_set_overrides_are_typed_as_the_recipes_values(tmp_path):
 
 
 @pytest.mark.parametrize(("override", "expected"), [
-    ("train.steps=ten", "train.steps: --set value 'ten' is not an integer"),
-    ("train.stepz=3", "train.stepz: unknown key; did you mean 'steps'?"),
-    ("steps=3", "--set takes SECTION.KEY=VALUE, got 'steps=3'"),
-    ("train.steps", "--set takes SECTION.KEY=VALUE"),
+    ("train.steps=ten", "value 'ten' is not an integer"),
+    ("train.stepz=3", "unknown key; did you mean 'steps'?"),
+    ("train.steps=0", "must be greater than 0, got 0"),
+    ("train.steps.x=1", "cannot set a key inside an integer"),
+    ("steps=3", "expected SECTION.KEY=VALUE"),
+    ("train.steps", "expected SECTION.KEY=VALUE"),
 ])
-def test_bad_overrides_are_one_line_errors(tmp_path, override, expected):
-    assert expected in recipe_error(tmp_path, tiny_recipe(tmp_path), overrides=[override])
+def test_bad_overrides_are_one_line_errors_naming_the_set_not_the_file(tmp_path, override, expected):
+    path = write_recipe(tmp_path / "r.toml", tiny_recipe(tmp_path))
+    with pytest.raises(RecipeError) as caught:
+        read_recipe(path, ["train.log_every=1", override], make_host())
+    assert str(caught.value).startswith(f"--set {override}: {expected}"), str(caught.value)
+
+
+def test_a_mistake_in_the_file_still_names_the_file_whatever_is_set(tmp_path):
+    values = tiny_recipe(tmp_path)
+    values["train"]["log_evry"] = 1
+    message = recipe_error(tmp_path, values, overrides=["train.steps=3", "plugins.ema.decay=0.9"])
+    assert message.startswith(f"{tmp_path / 'bad.toml'}: train.log_evry: unknown key")
 
 
 def test_the_resolved_recipe_round_trips_through_toml(tmp_path):

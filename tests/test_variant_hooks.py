@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ganforge import hookimpl
+from ganforge import hookimpl, testing
 from ganforge.losses import LossTerm
 from ganforge.models import frozen_batch_statistics, unwrap
 from ganforge.training import Meter, objective, train_step
@@ -26,12 +26,7 @@ INFOGAN = {"codes": [{"name": "digit", "dist": "categorical", "size": 4, "weight
 
 def built_run(tmp_path, host=None, **sections):
     """A run built as ``ganforge run`` builds it, before any step."""
-    from ganforge.launch import read_recipe
-    from ganforge.run import Run
-
-    host = host or make_host()
-    recipe = read_recipe(write_recipe(tmp_path / "r.toml", tiny_recipe(tmp_path / "runs", **sections)), [], host)
-    return Run(recipe, host, tmp_path / "runs" / "tiny")
+    return testing.build_run(tiny_recipe(tmp_path / "runs", **sections), host=host or make_host())
 
 
 FOUR_STEPS = {"steps": 4, "log_every": 2, "sample_every": 1000, "checkpoint_every": 2, "keep_checkpoints": 1}
@@ -64,9 +59,11 @@ def batch_stats_updates(run) -> int:
 
 
 def test_infogan_trains_with_three_discriminator_steps_each_term_logged_as_its_mean(tmp_path):
-    run = built_run(tmp_path, plugins={"infogan": {**INFOGAN, "consistency_weight": 1.0}}, train={"d_steps": 3})
-    logs = train_step(run)
-    assert run.images_seen == 3 * 16
+    recipe = tiny_recipe(tmp_path / "runs", plugins={"infogan": {**INFOGAN, "consistency_weight": 1.0}},
+                         train={"d_steps": 3})
+    step = testing.step_once(recipe, host=make_host())
+    assert step.run.images_seen == 3 * step.images
+    logs = step.logs
     for name in ("loss/D/info/digit", "loss/D/consistency/digit", "loss/D/total", "mi/digit", "loss/G/info/digit"):
         assert logs[name].dim() == 0 and torch.isfinite(logs[name]), name
     trained = run_tiny(tmp_path / "cli", plugins={"infogan": INFOGAN}, train={"d_steps": 3})
