@@ -2,8 +2,9 @@
 
 Hooks are grouped in the order a run calls them: registration (once, when the plugin manager is
 built), run plugins (once per run, for each ``[plugins.<name>]`` table), setup (once per run, after
-the models are built), per step (every training step) and events. Every hook may accept any subset
-of the arguments listed here, so new arguments can be added without breaking plugins.
+the models are built), pictures and metrics (whenever images are drawn from the generator), per
+step (every training step) and events. Every hook may accept any subset of the arguments listed
+here, so new arguments can be added without breaking plugins.
 
 Implement a hook with the ``hookimpl`` marker::
 
@@ -176,19 +177,28 @@ def ganforge_discriminator_transforms(run):
     """
 
 
-@hookspec
-def ganforge_discriminator_views(run, real):
-    """Extra views of the real batch for the discriminator to see in the D phase (moved copies
-    for a consistency term).
+# ---------------------------------------------------------------------------------------------
+# Pictures and metrics: called whenever images are drawn from the generator, during training and
+# after it.
+# ---------------------------------------------------------------------------------------------
 
-    ``real`` is the step's real batch in [-1, 1], untransformed. Return a list of ``(name,
-    images)`` pairs. Each view goes through the run's transforms and into the same discriminator
-    pass as the real and fake batches (one matrix product per layer, batch norm kept per batch),
-    sees the real batch's conditions, and leaves D's batch-norm running statistics alone. Its
-    output is ``ctx.views[name]`` in the D phase's loss-term hooks; it trains D through whatever
-    term uses it. Cheaper than ``ctx.discriminate``, which makes a pass of its own; a term that
-    needs gradients with respect to the images themselves (a penalty) still uses that.
+
+@hookspec(firstresult=True)
+def ganforge_inference_generator(run):
+    """The generator that pictures, traversals, ``load_generator`` and metrics use, or ``None``.
+
+    Called each time the core draws images for them (``run.generate``): every sample grid,
+    traversal, ``ganforge sample`` batch and metric batch, so return a module the plugin keeps
+    rather than one built per call. Return a module with the generator's interface (an
+    exponential moving average of ``run.generator``, kept in the plugin's ``state_dict``); the
+    first plugin that returns one wins. Training always updates ``run.generator``. ``firstresult``.
     """
+
+
+# ---------------------------------------------------------------------------------------------
+# Per step: called every training step, in this order: the D phase's hooks once per D step, then
+# the G phase's.
+# ---------------------------------------------------------------------------------------------
 
 
 @hookspec
@@ -202,19 +212,38 @@ def ganforge_real_conditions(run, labels):
     """
 
 
-@hookspec(firstresult=True)
-def ganforge_inference_generator(run):
-    """The generator that pictures, traversals, ``load_generator`` and metrics use, or ``None``.
+@hookspec
+def ganforge_discriminator_views(run, real):
+    """Extra views of the real batch for the discriminator to see in the D phase (moved copies
+    for a consistency term).
 
-    Return a module with the generator's interface (an exponential moving average of
-    ``run.generator``, kept in the plugin's ``state_dict``); the first plugin that returns one wins.
-    Training always updates ``run.generator``. ``firstresult``.
+    Called every D step (``run.d_steps`` times per step), after ``ganforge_real_conditions``.
+    ``real`` is the step's real batch in [-1, 1], untransformed. Return a list of ``(name,
+    images)`` pairs. Each view goes through the run's transforms and into the same discriminator
+    pass as the real and fake batches (one matrix product per layer, batch norm kept per batch),
+    sees the real batch's conditions, and leaves D's batch-norm running statistics alone. Its
+    output is ``ctx.views[name]`` in the D phase's loss-term hooks; it trains D through whatever
+    term uses it. Cheaper than ``ctx.discriminate``, which makes a pass of its own; a term that
+    needs gradients with respect to the images themselves (a penalty) still uses that.
     """
 
 
-# ---------------------------------------------------------------------------------------------
-# Per step: called every training step, once per phase.
-# ---------------------------------------------------------------------------------------------
+@hookspec
+def ganforge_discriminator_fake_views(run, fake, latents):
+    """Extra views of the generated batch for the discriminator to see in the D phase (moved
+    copies of the fakes for a consistency term: the generated half of balanced consistency
+    regularisation).
+
+    Called every D step (``run.d_steps`` times per step), after ``ganforge_discriminator_views``.
+    ``fake`` is the step's generated batch, detached from the generator, untransformed;
+    ``latents`` are what it was drawn from. Return a list of ``(name, images)`` pairs; names must
+    differ across plugins (they need not differ from the real batch's views). Each view goes
+    through the run's transforms and into the same discriminator pass as the real and fake
+    batches, sees the fakes' latents as conditions, and leaves D's batch-norm running statistics
+    alone. Its output is ``ctx.fake_views[name]`` in the D phase's loss-term hooks (empty in the
+    G phase); it trains D through whatever term uses it. Not ``firstresult``: every plugin's views
+    are used.
+    """
 
 
 @hookspec
@@ -225,8 +254,9 @@ def ganforge_discriminator_loss_terms(ctx):
     labels, the sampled latents, the detached fakes, and the discriminator's outputs on both.
     Return a list of :class:`ganforge.losses.LossTerm` (name, value, weight). The core adds
     ``weight * value`` to the adversarial loss, backpropagates the sum once (into D's trainable
-    parameters only), and logs each term as ``loss/D/<name>``. A term that needs its own pass
-    (a gradient penalty on images with ``requires_grad``, a consistency term) makes it with
+    parameters only), and logs each term as ``loss/D/<name>``. D's outputs on the plugins' views
+    are ``ctx.views`` (of the real batch) and ``ctx.fake_views`` (of the fakes). A term that needs
+    its own pass (a gradient penalty on images with ``requires_grad``) makes it with
     ``ctx.discriminate(images)``, which leaves D's batch-norm statistics alone. With
     ``run.d_steps > 1`` the hook is called once per D step; each term is logged as its mean.
     """

@@ -40,8 +40,9 @@ class StepContext:
     every plugin input) to its sampled batch; ``conditions`` holds what conditioned heads saw for
     the real images (``ganforge_real_conditions``). What D saw went through the run's image
     transforms (``ganforge_discriminator_transforms``); ``real`` and ``fake`` are the untransformed images.
-    ``views`` holds D's outputs on the plugins' views of the real batch (``ganforge_discriminator_views``),
-    D phase only.
+    ``views`` holds D's outputs on the plugins' views of the real batch (``ganforge_discriminator_views``)
+    and ``fake_views`` those on their views of the detached fakes (``ganforge_discriminator_fake_views``),
+    D phase only: both are empty in the G phase.
     """
 
     phase: str
@@ -56,6 +57,7 @@ class StepContext:
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
     conditions: dict[str, torch.Tensor] = field(default_factory=dict)
     views: dict[str, DiscriminatorOutput] = field(default_factory=dict)
+    fake_views: dict[str, DiscriminatorOutput] = field(default_factory=dict)
 
     @property
     def d_real(self) -> DiscriminatorOutput:
@@ -132,6 +134,16 @@ def discriminator_passes(run: Run, batches: list[tuple[torch.Tensor, dict[str, t
     return split_output(float32(output), sizes)
 
 
+def named_views(contributions: list, kind: str) -> dict[str, torch.Tensor]:
+    """The views the plugins contributed, by name, in the order they came; a name given twice is
+    the plugins' fault."""
+    views = [(name, images) for contribution in contributions for name, images in contribution]
+    names = [name for name, _ in views]
+    if len(set(names)) != len(names):
+        raise PluginError(f"two plugins contribute {kind} of one name: {sorted(names)}")
+    return dict(views)
+
+
 def discriminator_step(run: Run, keep_graph: bool = True) -> tuple[StepContext, torch.Tensor, dict[str, torch.Tensor]]:
     """One D update on a fresh batch and fresh fakes; returns its context, the fakes (attached to
     G's graph when ``keep_graph``: the G update uses them) and its logs."""
@@ -144,15 +156,18 @@ def discriminator_step(run: Run, keep_graph: bool = True) -> tuple[StepContext, 
         fake = run.generator_forward(latents, run.training_generator)
     fake = fake.float()
     conditions = run.real_conditions(labels)
-    views = [(name, images) for contribution in hook.ganforge_discriminator_views(run=run, real=real)
-             for name, images in contribution]
-    if len({name for name, _ in views}) != len(views):
-        raise PluginError(f"two plugins contribute a discriminator view of one name: {sorted(name for name, _ in views)}")
-    batches = [(real, conditions, True), (fake.detach(), latents, True), *((images, conditions, False) for _, images in views)]
+    views = named_views(hook.ganforge_discriminator_views(run=run, real=real), "a discriminator view")
+    fake_views = named_views(hook.ganforge_discriminator_fake_views(run=run, fake=fake.detach(), latents=latents),
+                             "a discriminator fake view")
+    # Views last, after real and fake: the transforms draw in this order, so a run without
+    # views draws what it always drew. Views see their batch's conditions and move no statistics.
+    batches = [(real, conditions, True), (fake.detach(), latents, True),
+               *((images, conditions, False) for images in views.values()),
+               *((images, latents, False) for images in fake_views.values())]
     d_real, d_fake, *d_views = discriminator_passes(run, batches)
     logs: dict[str, torch.Tensor] = {}
     ctx = StepContext("D", run.step + 1, run, real, labels, latents, fake.detach(), d_fake, d_real, logs, conditions,
-                      dict(zip((name for name, _ in views), d_views)))
+                      dict(zip(views, d_views)), dict(zip(fake_views, d_views[len(views):])))
     total = objective("D", adversarial_loss(run.loss, ctx), hook.ganforge_discriminator_loss_terms(ctx=ctx), logs)
     if run.ranks.distributed:
         # Every output of the pass joins the objective, a head no term used with weight 0: DDP

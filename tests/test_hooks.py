@@ -293,6 +293,14 @@ class Recorder:
         self.calls.append(("train_start", run.step))
 
     @hookimpl
+    def ganforge_discriminator_views(self, run, real):
+        self.calls.append(("discriminator_views",))
+
+    @hookimpl
+    def ganforge_discriminator_fake_views(self, run, fake, latents):
+        self.calls.append(("discriminator_fake_views",))
+
+    @hookimpl
     def ganforge_discriminator_loss_terms(self, ctx):
         self.calls.append(("discriminator_loss_terms", ctx.step))
 
@@ -324,7 +332,8 @@ def test_hooks_are_called_in_the_documented_order(tmp_path):
     run_tiny(tmp_path, make_host(("recorder", recorder)), data={"size": 48},
              train={"steps": 4, "sample_every": 2, "checkpoint_every": 4, "log_every": 4})
     logs = ["loss/D/adv", "loss/D/total", "loss/G/adv", "loss/G/total"]
-    step = lambda n: [("discriminator_loss_terms", n), ("generator_loss_terms", n), ("step_end", n, logs)]
+    step = lambda n: [("discriminator_views",), ("discriminator_fake_views",), ("discriminator_loss_terms", n),
+                      ("generator_loss_terms", n), ("step_end", n, logs)]
     assert recorder.calls == [
         ("generator_inputs",), ("discriminator_heads",), ("train_start", 0),
         *step(1), *step(2), ("samples", 2, (64, 1, 28, 28), "step_0000002.png", True),
