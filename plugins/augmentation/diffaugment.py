@@ -5,6 +5,10 @@ Real and generated images alike, in both phases, go through the chosen changes (
 as the 10,000 digits here) and G still learns through the changes. It is a
 ``ganforge_discriminator_transforms`` transform with ``order = -10``: it comes before any other
 transform, so the heads (InfoGAN's Q) see the augmented images, by declaration, not install order.
+
+Translation fills the uncovered border with 0, as the reference does (mit-han-lab/data-efficient-gans
+``DiffAugment_pytorch.py``, ``rand_translation``, zero padding), though 0 is mid-grey in our [-1, 1]
+images rather than black: the variant is the paper's. Cutout's square is 0 there too.
 """
 
 from __future__ import annotations

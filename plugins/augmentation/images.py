@@ -33,9 +33,10 @@ def colour(images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     return (images - mean) * (draws[:, 2] + 0.5).view(-1, 1, 1, 1) + mean
 
 
-def translate(images: torch.Tensor, rng: torch.Generator, fraction: float = 0.125, fill: float = -1.0) -> torch.Tensor:
+def translate(images: torch.Tensor, rng: torch.Generator, fraction: float = 0.125, fill: float = 0.0) -> torch.Tensor:
     """Shift each image by a whole number of pixels, up to ``fraction`` of its size either way,
-    the uncovered border filled with ``fill`` (the background: -1 is black)."""
+    the uncovered border filled with ``fill``: 0 (mid-grey in [-1, 1]), as DiffAugment's
+    ``rand_translation`` pads with zeros (mit-han-lab/data-efficient-gans, ``DiffAugment_pytorch.py``)."""
     n, _, height, width = images.shape
     most_y, most_x = int(height * fraction + 0.5), int(width * fraction + 0.5)
     draws = uniform(images, rng, 2)

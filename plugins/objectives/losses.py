@@ -50,7 +50,8 @@ class Wasserstein:
     bound, so a recipe must switch on a plugin that provides one."""
 
     requires = {"lipschitz": ("needs a Lipschitz constraint on the critic, or its values grow without bound:"
-                              " add [plugins.wgan-gp] (a gradient penalty) or [plugins.spectral-norm]")}
+                              " add [plugins.wgan-gp] (a gradient penalty) or [plugins.spectral-norm] (with its"
+                              " normalisation other than \"keep\": batch norm in D undoes the layers' bound)")}
 
     def discriminator_loss(self, real_logits, fake_logits):
         return fake_logits.mean() - real_logits.mean()

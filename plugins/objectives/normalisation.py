@@ -1,15 +1,37 @@
 """Swapping a discriminator's batch norms for per-sample normalisation.
 
 A gradient penalty is computed per sample; batch norm makes each output depend on the rest of the
-batch, so WGAN-GP's critic normalises each sample on its own (Gulrajani et al. 2017 use layer
-norm). Any model family's discriminator can be adapted this way after it is built.
+batch, so the penalised critic (WGAN-GP, R1, R2) normalises each sample on its own (Gulrajani et
+al. 2017 use layer norm), and a spectrally normalised one has none (Miyato et al. 2018). Any model
+family's discriminator can be adapted this way after it is built.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from ganforge.errors import RecipeError
+
 NORMALISATIONS = ("layer", "instance", "none")
+
+
+def checked_normalisation(settings: dict, choices: tuple[str, ...] = NORMALISATIONS) -> str:
+    """A plugin's ``normalisation`` option, refused with the choices unless it is one of them."""
+    kind = settings["normalisation"]
+    if kind not in choices:
+        raise RecipeError(f"must be one of {', '.join(map(repr, choices))}, got {kind!r}", key="normalisation")
+    return kind
+
+
+def per_sample_discriminator(run, kind: str, plugin: str, why: str) -> None:
+    """Replace D's batch norms by ``kind`` in ``ganforge_models_built``, rebuild its optimizer
+    groups (the new layers have new parameters) and say so in ``ganforge check``. Harmless when
+    another plugin did it first: there is then no batch norm left to replace, and nothing to say."""
+    replaced = replace_batch_norms(run.discriminator, kind)
+    if replaced:
+        run.parameter_groups["D"] = run.discriminator_groups()
+        shape = "removed" if kind == "none" else f"{kind} norms"
+        run.note(f"{plugin}: the discriminator's {replaced} batch norms are {shape}: {why}")
 
 
 def per_sample_norm(batch_norm: nn.modules.batchnorm._BatchNorm, kind: str) -> nn.Module:

@@ -5,6 +5,12 @@ it keeps D from growing steep around the data, with any objective. R2 is the sam
 images. Both are lazy as in StyleGAN2: computed every ``every`` steps and scaled by ``every``, so
 the penalty's average strength stays the same at a fraction of the cost (``every = 1``: each
 step). The extra pass does not move D's batch statistics.
+
+The penalty is defined on each sample's own gradient; under batch statistics the gradient of the
+summed logits mixes the samples of the batch, so, as WGAN-GP does, the plugin replaces D's batch
+norms by layer norms (``normalisation``: ``"layer"``, ``"instance"`` or ``"none"``) and says so in
+``ganforge check``. With r1 and r2, or r1 and wgan-gp, the first to run replaces them and the
+others find none left.
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ from ganforge import hookimpl
 from ganforge.errors import RecipeError
 from ganforge.losses import LossTerm
 
-from .penalties import gradient_norms
+from .normalisation import checked_normalisation, per_sample_discriminator
+from .penalties import gradient_norms, refuse_compiled_networks
 
-DEFAULTS = {"gamma": 10.0, "every": 16}
+DEFAULTS = {"gamma": 10.0, "every": 16, "normalisation": "layer"}
 
 
 class GradientPenalty:
@@ -30,6 +37,12 @@ class GradientPenalty:
         if settings["every"] < 1:
             raise RecipeError(f"must be 1 or more, got {settings['every']}", key="every")
         self.gamma, self.every = settings["gamma"], settings["every"]
+        self.normalisation = checked_normalisation(settings)
+
+    @hookimpl
+    def ganforge_models_built(self, run):
+        refuse_compiled_networks(run, self.name)
+        per_sample_discriminator(run, self.normalisation, self.name, "the gradient penalty is per sample")
 
     @hookimpl
     def ganforge_discriminator_loss_terms(self, ctx):

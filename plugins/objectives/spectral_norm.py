@@ -6,6 +6,14 @@ training pass (torch's ``spectral_norm`` parametrisation): D becomes 1-Lipschitz
 which is what an unbounded objective such as ``wasserstein`` or ``hinge`` needs. ``generator =
 true`` normalises the generator too (SAGAN, BigGAN). The power iteration's vectors are buffers, so
 checkpoints hold them and resume stays exact.
+
+A layer-wise bound makes D Lipschitz only if nothing between the layers rescales by the batch:
+batch norm divides by the batch's spread, so D's slope changes with it. The SNGAN references have
+no batch norm in a spectrally normalised D (StudioGAN ``src/models/dcgan.py`` and ``resnet.py``: D
+blocks use batch norm only without spectral norm; Miyato's chainer-gan-lib likewise), so the plugin
+removes D's batch norms (``normalisation = "none"``, or ``"layer"``/``"instance"`` to swap them) and
+says so in ``ganforge check``. ``normalisation = "keep"`` keeps them; D is then not Lipschitz, and
+the plugin no longer provides ``lipschitz``: ``wasserstein`` with it is refused.
 """
 
 from __future__ import annotations
@@ -15,7 +23,10 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from ganforge import hookimpl
 
-DEFAULTS = {"generator": False, "heads": True}
+from .normalisation import NORMALISATIONS, checked_normalisation, per_sample_discriminator
+
+DEFAULTS = {"generator": False, "heads": True, "normalisation": "none"}
+KEEP = "keep"
 LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
@@ -29,13 +40,17 @@ def normalise(module: nn.Module) -> int:
 
 
 class SpectralNorm:
-    provides = ("lipschitz",)
-
     def __init__(self, settings: dict):
         self.generator, self.heads = settings["generator"], settings["heads"]
+        self.normalisation = checked_normalisation(settings, (*NORMALISATIONS, KEEP))
+        # Read by check before the models are built: a D that keeps batch norm is not Lipschitz.
+        self.provides = () if self.normalisation == KEEP else ("lipschitz",)
 
     @hookimpl
     def ganforge_models_built(self, run):
+        if self.normalisation != KEEP:
+            per_sample_discriminator(run, self.normalisation, "spectral-norm",
+                                     "batch statistics would undo the layers' Lipschitz bound")
         # The weight's parameter stays the same object under the parametrisation: optimizer groups hold.
         count = normalise(run.discriminator.trunk)
         if self.heads:

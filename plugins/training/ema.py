@@ -1,9 +1,18 @@
 """``[plugins.ema]``: an exponential moving average of the generator's weights.
 
-After every step the average moves towards the trained generator: ``average = decay * average +
-(1 - decay) * current``, with the warm-up of Karras et al.: the decay used at step ``t`` is
-``min(decay, (1 + t) / (10 + t))``, so early averages are not dominated by the random initial
-weights. Batch-norm statistics and other buffers are copied, not averaged. The average is what
+After every step the average's parameters move towards the trained generator's: ``average =
+decay * average + (1 - decay) * current``. Its buffers are copied, not averaged, as in
+stylegan2-ada-pytorch (``training/training_loop.py``: parameters lerped, buffers copied): batch
+norm's running statistics belong to the current weights, and spectral norm's power-iteration
+vectors ``u``/``v`` must stay unit vectors, which an average of them is not. Under spectral norm the
+parameter averaged is the raw weight (``parametrizations.weight.original``); the average's forward
+divides it by ``u^T W v`` with the copied vectors, the generator's estimate of its top singular
+directions (the averaged weight stays close to the generator's).
+
+The warm-up is TensorFlow's ``ExponentialMovingAverage(num_updates=t)`` rule: the decay used at
+step ``t`` is ``min(decay, (1 + t) / (10 + t))``, so early averages are not dominated by the random
+initial weights. It is kept rather than Karras et al.'s ramp-up (StyleGAN's ``ema_rampup``), which
+is set by a half-life in images, not by a decay: recipes set ``decay`` and ``warmup``. The average is what
 sample grids, traversals, ``ganforge sample``, ``load_generator`` and ``ganforge eval`` use
 (``ganforge_inference_generator``); it is kept in checkpoints and never receives gradients.
 Training always updates the generator itself.
@@ -52,13 +61,14 @@ class EMA:
     @hookimpl
     def ganforge_step_end(self, run, step):
         decay = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
-        current = unwrap(run.generator).state_dict()
+        generator = unwrap(run.generator)
+        current_parameters = dict(generator.named_parameters())
+        current_buffers = dict(generator.named_buffers())
         with torch.no_grad():
-            for name, average in self.average.state_dict().items():
-                if average.is_floating_point():
-                    average.lerp_(current[name], 1 - decay)
-                else:
-                    average.copy_(current[name])  # counters such as batch norm's num_batches_tracked
+            for name, average in self.average.named_parameters():
+                average.lerp_(current_parameters[name], 1 - decay)
+            for name, average in self.average.named_buffers():
+                average.copy_(current_buffers[name])
 
     @hookimpl
     def ganforge_inference_generator(self, run):
