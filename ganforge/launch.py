@@ -20,7 +20,7 @@ from .onestep import try_one_step
 from .outputs import LAST, RunOutputs, read_json_lines, writing
 from .data import ImageData
 from .distributed import ProcessGroup, from_primary, ranks_from_environment
-from .pluginmanager import PluginHost, make_plugin_host, plugin_table_defaults, registered_names
+from .pluginmanager import PluginHost, make_plugin_host, plugin_specs, registered_names
 from .progress import make_progress
 from .recipe import SCHEMA, Recipe, apply_overrides, load_recipe, schema_kind, validate
 from .run import Run, load_data, resolve_device
@@ -42,12 +42,12 @@ RESUMABLE_CHANGES = {
 
 
 def read_recipe(path: Path, overrides: list[str], host: PluginHost) -> Recipe:
-    return load_recipe(Path(path), list(overrides), registered_names(host), plugin_table_defaults(host))
+    return load_recipe(Path(path), list(overrides), registered_names(host), plugin_specs(host))
 
 
 def recipe_from_dict(values: dict, host: PluginHost, source: str) -> Recipe:
     """A recipe stored in a checkpoint, validated again against the plugins installed now."""
-    recipe = validate(values, registered_names(host), plugin_table_defaults(host), source)
+    recipe = validate(values, registered_names(host), plugin_specs(host), source)
     recipe.source = source
     return recipe
 
@@ -212,7 +212,7 @@ def run_from_checkpoint(path: Path, host: PluginHost | None = None, with_data: b
     host = host or make_plugin_host()
     state = load_checkpoint(path)
     source = f"{path} (stored recipe)"
-    values = apply_overrides(state["recipe"], list(overrides), lambda p: schema_kind(p, plugin_table_defaults(host)))
+    values = apply_overrides(state["recipe"], list(overrides), lambda p: schema_kind(p, plugin_specs(host)))
     values["run"]["device"] = device or loadable_device(values["run"].get("device", "cpu"))
     recipe = recipe_from_dict(values, host, source)
     shape = None if with_data else tuple(state["image_shape"])

@@ -18,6 +18,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import GanforgeError, PluginError
+from .plugin_spec import PluginSpec, legacy_spec
 from .registry import Registry, did_you_mean
 
 ENTRY_POINT_GROUP = "ganforge"
@@ -34,6 +35,7 @@ REGISTRY_KINDS = {
     "optimizers": "optimizer",
     "run_plugins": "plugin table",
 }
+RUN_PLUGINS_KIND = REGISTRY_KINDS["run_plugins"]
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,13 @@ class PluginHost:
 
     pm: pluggy.PluginManager
     info: dict[str, PluginInfo] = field(default_factory=dict)
-    models: Registry = field(default_factory=lambda: Registry("model"))
-    losses: Registry = field(default_factory=lambda: Registry("loss"))
-    datasets: Registry = field(default_factory=lambda: Registry("dataset"))
-    latents: Registry = field(default_factory=lambda: Registry("latent distribution"))
-    metrics: Registry = field(default_factory=lambda: Registry("metric"))
-    optimizers: Registry = field(default_factory=lambda: Registry("optimizer"))
-    run_plugins: Registry = field(default_factory=lambda: Registry("plugin table"))
+    models: Registry = field(default_factory=lambda: Registry(REGISTRY_KINDS["models"]))
+    losses: Registry = field(default_factory=lambda: Registry(REGISTRY_KINDS["losses"]))
+    datasets: Registry = field(default_factory=lambda: Registry(REGISTRY_KINDS["datasets"]))
+    latents: Registry = field(default_factory=lambda: Registry(REGISTRY_KINDS["latents"]))
+    metrics: Registry = field(default_factory=lambda: Registry(REGISTRY_KINDS["metrics"]))
+    optimizers: Registry = field(default_factory=lambda: Registry(REGISTRY_KINDS["optimizers"]))
+    run_plugins: Registry = field(default_factory=lambda: Registry(RUN_PLUGINS_KIND))
     broken: dict[str, BrokenPlugin] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -198,11 +200,23 @@ class PluginHost:
         """Fill the registries: each plugin's ``register`` call is recorded under its name."""
         for kind in REGISTRY_KINDS:
             registry: Registry = getattr(self, kind)
-            caller = getattr(self.pm.hook, f"ganforge_register_{kind}")
-            for impl in reversed(caller.get_hookimpls()):  # oldest registration first
-                arguments = {"register": _register_callback(registry, impl.plugin_name)}
-                # register() guarded every hook function already: a failure names the plugin.
-                impl.function(**{name: arguments[name] for name in impl.argnames})
+            self.results_by_plugin(f"ganforge_register_{kind}",
+                                   per_plugin=lambda name: {"register": _register_callback(registry, name)})
+
+    def results_by_plugin(self, hook_name: str, per_plugin: Callable[[str], dict] | None = None,
+                          **arguments: Any) -> list[tuple[str, Any]]:
+        """Call hook ``hook_name`` on each plugin that implements it, oldest registration first,
+        and return ``(plugin name, result)`` pairs, for a caller that must know whose result is
+        whose (to name a plugin in a message). Each implementation gets the subset of the
+        arguments it names, as in pluggy's own calls; ``per_plugin(name)`` adds arguments made
+        for each plugin (its own ``register``)."""
+        results = []
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            offered = {**arguments, **(per_plugin(impl.plugin_name) if per_plugin else {})}
+            given = {name: offered[name] for name in impl.argnames}
+            # register() guarded every hook function already: a failure names the plugin.
+            results.append((impl.plugin_name, impl.function(**given)))
+        return results
 
     def guarded(self, plugin_name: str, function: Callable, *args: Any, **kwargs: Any) -> Any:
         """Call a plugin's function (a hook, a factory, a loader); name the plugin if it fails."""
@@ -231,22 +245,42 @@ class PluginHost:
 
 
 def registered_names(host: PluginHost) -> dict[str, list[str]]:
-    """Each registry's names, as recipe validation checks them."""
-    return {kind: getattr(host, kind).names() for kind in ("models", "losses", "datasets", "latents", "metrics",
-                                                          "optimizers")}
+    """Each registry's names, as recipe validation checks them (plugin tables are checked by
+    their specs)."""
+    return {kind: getattr(host, kind).names() for kind in REGISTRY_KINDS if kind != "run_plugins"}
+
+
+def plugin_specs(host: PluginHost) -> dict[str, PluginSpec]:
+    """Each ``[plugins.<name>]`` table's spec: its options, what it provides, requires and
+    conflicts with (for a plugin registered the older way, its options' defaults only)."""
+    return {entry.name: entry.extra["spec"] for entry in host.run_plugins}
 
 
 def plugin_table_defaults(host: PluginHost) -> dict[str, dict]:
-    """Each ``[plugins.<name>]`` table's keys and defaults, as its plugin registered them."""
-    return {entry.name: entry.extra.get("defaults", {}) for entry in host.run_plugins}
+    """Each ``[plugins.<name>]`` table's keys and defaults."""
+    return {name: spec.defaults() for name, spec in plugin_specs(host).items()}
 
 
 def _register_callback(registry: Registry, plugin_name: str) -> Callable:
-    def register(name: str, value: Any, defaults: dict | None = None) -> None:
-        extra = {} if defaults is None else {"defaults": dict(defaults)}
-        registry.add(name, value, plugin_name, **extra)
+    if registry.kind != RUN_PLUGINS_KIND:
+        def register(name: str, value: Any, defaults: dict | None = None) -> None:
+            registry.add(name, value, plugin_name, **({} if defaults is None else {"defaults": dict(defaults)}))
 
-    return register
+        return register
+
+    def register_run_plugin(spec: PluginSpec | str, factory: Callable[[dict], Any] | None = None,
+                            defaults: dict | None = None) -> None:
+        """``register(PluginSpec(...))``, or the older ``register(name, factory, defaults)``."""
+        if not isinstance(spec, PluginSpec):
+            if factory is None:
+                raise PluginError(f"plugin {plugin_name!r} registered the plugin table {spec!r} without a factory:"
+                                  " call register(PluginSpec(name, factory, options=...))")
+            spec = legacy_spec(spec, factory, defaults)
+        elif factory is not None or defaults is not None:
+            raise PluginError(f"plugin {plugin_name!r}: register(PluginSpec(...)) takes the spec alone")
+        registry.add(spec.name, spec.factory, plugin_name, spec=spec)
+
+    return register_run_plugin
 
 
 def _entry_points() -> Iterable[tuple[importlib.metadata.EntryPoint, PluginInfo]]:

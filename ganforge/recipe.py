@@ -7,22 +7,25 @@ file and the dotted key, with the allowed values or a "did you mean".
 from __future__ import annotations
 
 import copy
-import math
-import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from .checks import (MAX_INT, below_one, between, check_table_keys, coerce, device_name, folder_path,
+                     learning_rate, non_negative, one_of, path_text, positive, safe_name, shown_key, type_name)
 from .data import PARTS, SPLITS
 from .errors import RecipeError
+from .plugin_spec import PluginSpec, legacy_spec
 from .pluginmanager import DISABLE_ENV, disabled_plugins
 from .registry import did_you_mean, unknown_name_message
+from .toml_writer import _escape, dump_toml
+
+__all__ = ["MAX_INT", "SCHEMA", "Field", "Recipe", "dump_toml", "load_recipe", "overridden_recipe", "validate"]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-MAX_INT = 2**31 - 1  # larger sizes are typos, and would overflow tensors long before training
 MAX_IMAGE_SIZE = 4096
 MAX_GENERATED_IMAGES = 10_000_000  # 7.8 GB of 28 px sprites already
 MAX_NOISE_DIM = 65_536
@@ -40,73 +43,6 @@ class Field:
     kind: type
     check: Callable[[Any], str | None] | None = None  # returns a complaint, or None when fine
     registry: str = ""  # the plugin registry the value must name
-
-
-def positive(value: Any) -> str | None:
-    return None if value > 0 else "must be greater than 0"
-
-
-def non_negative(value: Any) -> str | None:
-    return None if value >= 0 else "must be 0 or more"
-
-
-def learning_rate(value: Any) -> str | None:
-    return None if 0 < value <= 1 else "must be more than 0 and at most 1"
-
-
-def below_one(value: Any) -> str | None:
-    return None if 0 <= value < 1 else "must be in [0, 1)"
-
-
-def one_of(*choices: str) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if value in choices:
-            return None
-        return f"must be one of {', '.join(map(repr, choices))};{did_you_mean(value, list(choices))}".rstrip(";")
-
-    return check
-
-
-def between(low: int, high: int) -> Callable[[Any], str | None]:
-    """``low <= value <= high``: bounds that catch typos and sizes no machine could hold, before
-    anything is allocated."""
-
-    def check(value: Any) -> str | None:
-        return None if low <= value <= high else f"must be from {low} to {high}"
-
-    return check
-
-
-def device_name(value: str) -> str | None:
-    if not re.fullmatch(r"cpu|auto|cuda(:\d{1,4})?|mps", value):
-        return "must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
-    if value == "mps" and not _mps_available():
-        return "'mps' (Apple GPUs) is not available on this machine; use 'cpu' or 'auto'"
-    return None
-
-
-def _mps_available() -> bool:
-    import torch
-
-    return torch.backends.mps.is_available()
-
-
-def not_empty(value: str) -> str | None:
-    return None if value.strip() else "must not be empty"
-
-
-def path_text(value: str) -> str | None:
-    return "must not contain a NUL character" if "\0" in value else None
-
-
-def folder_path(value: str) -> str | None:
-    return not_empty(value) or path_text(value)
-
-
-def safe_name(value: str) -> str | None:
-    if value == "" or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
-        return None
-    return "must be a folder name: letters, digits, '.', '_' and '-'"
 
 
 #: The core's recipe keys. Scripts depend on these names: rename none of them.
@@ -172,37 +108,6 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
 }
 PLUGINS_SECTION = "plugins"
-
-
-def type_name(kind: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-            list: "an array", dict: "a table"}.get(kind, kind.__name__)
-
-
-def coerce(value: Any, kind: type, key: str) -> Any:
-    """``value`` as ``kind``, where TOML's types allow it (an integer where a float is expected)."""
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if kind is float and isinstance(value, float) and not math.isfinite(value):
-        raise RecipeError(f"must be a finite number, got {value!r}", key=key)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        shown = repr(value) if not isinstance(value, (dict, list)) else type_name(type(value))
-        raise RecipeError(f"must be {type_name(kind)}, got {shown}", key=key)
-    if kind is int and abs(value) > MAX_INT:
-        raise RecipeError(f"{value} is out of range (at most {MAX_INT})", key=key)
-    return value
-
-
-def check_table_keys(table: dict, allowed: list[str], prefix: str) -> None:
-    for key in table:
-        if key not in allowed:
-            hint = did_you_mean(key, allowed)
-            raise RecipeError(f"unknown key;{hint} allowed: {', '.join(allowed)}", key=f"{prefix}{shown_key(key)}")
-
-
-def shown_key(key: str) -> str:
-    """A key as messages show it: as TOML writes it, so a key holding a line break stays on one line."""
-    return _key(key)
 
 
 class Recipe:
@@ -345,12 +250,18 @@ def _has_key(values: dict, dotted: str) -> bool:
     return True
 
 
-def schema_kind(path: list[str], plugin_defaults: dict[str, dict]) -> type | None:
+def schema_kind(path: list[str], plugin_specs: Mapping[str, PluginSpec | dict]) -> type | None:
     if len(path) == 2 and path[0] in SCHEMA and path[1] in SCHEMA[path[0]]:
         return SCHEMA[path[0]][path[1]].kind
-    if len(path) == 3 and path[0] == PLUGINS_SECTION and path[2] in plugin_defaults.get(path[1], {}):
-        return type(plugin_defaults[path[1]][path[2]])
+    if len(path) == 3 and path[0] == PLUGINS_SECTION and path[1] in plugin_specs:
+        option = as_spec(path[1], plugin_specs[path[1]]).options.get(path[2])
+        return option.kind if option else None
     return None
+
+
+def as_spec(name: str, spec: PluginSpec | dict) -> PluginSpec:
+    """A table's spec; a plain dict of defaults (the older form) becomes one."""
+    return spec if isinstance(spec, PluginSpec) else legacy_spec(name, dict, spec)
 
 
 def validate(raw: dict, names: dict[str, list[str]], plugin_defaults: dict[str, dict], source: str,
@@ -358,7 +269,8 @@ def validate(raw: dict, names: dict[str, list[str]], plugin_defaults: dict[str, 
     """Check ``raw`` against the schema and the registries; return it with defaults filled in.
 
     ``names`` maps a registry (``"models"``, ``"datasets"``, ...) to its registered names;
-    ``plugin_defaults`` maps each ``[plugins.<name>]`` table that can be switched on to its keys.
+    ``plugin_defaults`` maps each ``[plugins.<name>]`` table that can be switched on to its
+    :class:`~ganforge.plugin_spec.PluginSpec` (or, in the older form, a dict of its defaults).
     """
     try:
         return _validate(raw, names, plugin_defaults, default_name)
@@ -398,25 +310,18 @@ def _validate(raw: dict, names: dict[str, list[str]], plugin_defaults: dict[str,
     return Recipe(values)
 
 
-def validate_plugin_tables(tables: Any, plugin_defaults: dict[str, dict]) -> dict[str, dict]:
+def validate_plugin_tables(tables: Any, plugin_specs: Mapping[str, PluginSpec | dict]) -> dict[str, dict]:
     if not isinstance(tables, dict):
         raise RecipeError(f"must be a table of plugin tables, got {type_name(type(tables))}", key=PLUGINS_SECTION)
     resolved: dict[str, dict] = {}
     for name, table in tables.items():
         key = f"{PLUGINS_SECTION}.{shown_key(name)}"
-        if name not in plugin_defaults:
-            known = sorted(plugin_defaults)
+        if name not in plugin_specs:
+            known = sorted(plugin_specs)
             hint = did_you_mean(name, known)
             raise RecipeError(f"no plugin takes this table;{hint} known: {', '.join(known) or '(none)'}"
                               f"{disabled_hint(name)}", key=key)
-        if not isinstance(table, dict):
-            raise RecipeError(f"must be a table, got {type_name(type(table))}", key=key)
-        defaults = plugin_defaults[name]
-        check_table_keys(table, list(defaults), f"{key}.")
-        settings = copy.deepcopy(defaults)
-        for option, value in table.items():
-            settings[option] = coerce(value, type(defaults[option]), f"{key}.{option}")
-        resolved[name] = settings
+        resolved[name] = as_spec(name, plugin_specs[name]).settings(table, key)
     return resolved
 
 
@@ -449,54 +354,3 @@ def overridden_recipe(raw: dict, overrides: list[str], names: dict[str, list[str
         raise blame(error, raw, overrides, source) from None
     recipe.source = source
     return recipe
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing TOML: tomllib only reads, and a resolved recipe holds only plain values.
-# ---------------------------------------------------------------------------------------------
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else _string(key)
-
-
-def _string(text: str) -> str:
-    """A TOML basic string; unprintable characters (which TOML forbids raw, or which would break a
-    message's line) escaped."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    escaped = "".join(ch if ch.isprintable() else _escape(ch) for ch in escaped)
-    return f'"{escaped}"'
-
-
-def _escape(ch: str) -> str:
-    code = ord(ch)
-    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return _string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def dump_toml(values: dict[str, Any], prefix: str = "") -> str:
-    """Plain values first, then sub-tables under their ``[dotted.header]``."""
-    lines = [f"{_key(k)} = {_value(v)}" for k, v in values.items() if not isinstance(v, dict)]
-    blocks = ["\n".join(lines)] if lines else []
-    for key, table in values.items():
-        if isinstance(table, dict):
-            header = f"{prefix}.{_key(key)}" if prefix else _key(key)
-            body = dump_toml(table, header)
-            has_plain = any(not isinstance(v, dict) for v in table.values())
-            blocks.append(f"[{header}]\n{body}" if has_plain or not table else body)
-    return "\n\n".join(block for block in blocks if block) + ("\n" if not prefix else "")

@@ -18,7 +18,7 @@ from typing import Any
 from .checkpoint import seed_global_rngs
 from .onestep import STEP_IMAGES, StepResult, try_one_step
 from .outputs import RunOutputs
-from .pluginmanager import (BUILTIN_DISTRIBUTION, PluginHost, make_plugin_host, plugin_table_defaults,
+from .pluginmanager import (BUILTIN_DISTRIBUTION, PluginHost, make_plugin_host, plugin_specs,
                             registered_names)
 from .recipe import Recipe, load_recipe, overridden_recipe
 from .run import Run
@@ -67,7 +67,7 @@ def read_recipe(recipe: dict | str | Path, host: PluginHost, overrides: Iterable
     """A validated recipe from a dict or a TOML file, with ``--set``-style ``overrides``
     (``"plugins.bcr.real_weight=10"``); a mistake is the :class:`~ganforge.errors.RecipeError`
     ``ganforge run`` would report."""
-    names, defaults = registered_names(host), plugin_table_defaults(host)
+    names, defaults = registered_names(host), plugin_specs(host)
     if isinstance(recipe, dict):
         return overridden_recipe(recipe, list(overrides), names, defaults, "recipe (dict)", "tiny")
     return load_recipe(Path(recipe), list(overrides), names, defaults)

@@ -27,6 +27,8 @@ from .models import DiscriminatorOutput, batch_norm_per_chunk, float32, frozen_b
 from .outputs import RunOutputs
 from .run import Run
 from .scoring import TrainingEvaluation
+from . import step_services
+from .step_services import autocast, real_conditions, training_latents, transform
 
 
 @dataclass
@@ -72,7 +74,7 @@ class StepContext:
         it, but never moves D's batch-norm running statistics: only the real/fake passes of the D
         phase do."""
         with frozen_batch_statistics(self.run.discriminator):
-            return self.run.discriminator(self.run.transform(images) if transform else images, conditions)
+            return self.run.discriminator(step_services.transform(self.run, images) if transform else images, conditions)
 
     def log(self, name: str, value: torch.Tensor | float) -> None:
         """Log an extra scalar for this step (e.g. a mutual-information bound) under ``name``."""
@@ -118,18 +120,18 @@ def discriminator_passes(run: Run, batches: list[tuple[torch.Tensor, dict[str, t
     networks, docs/performance.md), with batch norm kept per batch by :func:`batch_norm_per_chunk`,
     so each batch is normalised as if alone and only those marked move the running statistics.
     Heads see the conditions every batch has."""
-    seen = [run.transform(images) for images, _, _ in batches]
+    seen = [transform(run, images) for images, _, _ in batches]
     if run.recipe.train.compile:
         # Compiled networks take one batch at a time: per-batch batch norm would recompile every step.
         outputs = []
         for images, (_, conditions, moves) in zip(seen, batches):
-            with contextlib.nullcontext() if moves else frozen_batch_statistics(run.discriminator), run.autocast():
+            with contextlib.nullcontext() if moves else frozen_batch_statistics(run.discriminator), autocast(run):
                 outputs.append(float32(run.training_discriminator(images, conditions)))
         return outputs
     shared = set.intersection(*(set(conditions) for _, conditions, _ in batches))
     conditions = {name: torch.cat([batch[1][name] for batch in batches]) for name in sorted(shared)}
     sizes = [len(images) for images in seen]
-    with batch_norm_per_chunk(run.discriminator, sizes, [moves for *_, moves in batches]), run.autocast():
+    with batch_norm_per_chunk(run.discriminator, sizes, [moves for *_, moves in batches]), autocast(run):
         output = run.training_discriminator(torch.cat(seen), conditions)
     return split_output(float32(output), sizes)
 
@@ -151,11 +153,11 @@ def discriminator_step(run: Run, keep_graph: bool = True) -> tuple[StepContext, 
     real, labels, new_epoch = run.batcher.next()
     if new_epoch:
         hook.ganforge_epoch_end(run=run, epoch=run.batcher.epoch)
-    latents = run.training_latents()
-    with contextlib.nullcontext() if keep_graph else torch.no_grad(), run.autocast():
+    latents = training_latents(run)
+    with contextlib.nullcontext() if keep_graph else torch.no_grad(), autocast(run):
         fake = run.generator_forward(latents, run.training_generator)
     fake = fake.float()
-    conditions = run.real_conditions(labels)
+    conditions = real_conditions(run, labels)
     views = named_views(hook.ganforge_discriminator_views(run=run, real=real), "a discriminator view")
     fake_views = named_views(hook.ganforge_discriminator_fake_views(run=run, fake=fake.detach(), latents=latents),
                              "a discriminator fake view")
@@ -197,8 +199,8 @@ def train_step(run: Run) -> dict[str, torch.Tensor]:
 
     # Update G through the updated D, on the last D step's fakes. Only G's parameters receive
     # gradients (D's own flags are left alone), and this pass does not move D's batch statistics.
-    with frozen_batch_statistics(run.discriminator), run.autocast():
-        d_fake = float32(run.discriminator(run.transform(fake), ctx.latents))
+    with frozen_batch_statistics(run.discriminator), autocast(run):
+        d_fake = float32(run.discriminator(transform(run, fake), ctx.latents))
     ctx = StepContext("G", ctx.step, run, ctx.real, ctx.labels, ctx.latents, fake, d_fake, None, logs, ctx.conditions)
     total = objective("G", adversarial_loss(run.loss, ctx), hook.ganforge_generator_loss_terms(ctx=ctx), logs)
     run.optimizer_g.zero_grad(set_to_none=True)

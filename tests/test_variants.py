@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ganforge.errors import RecipeError
+from ganforge.step_services import transform
 from ganforge.training import discriminator_step, train_step
 
 from .conftest import assert_one_line_cli_error, invoke, metric_records, run_tiny, tiny_recipe, write_recipe
@@ -179,7 +180,7 @@ def test_acgan_class_loss_reaches_g_through_generated_images_and_d_through_both(
     assert all(g is None for g in gradients_of(real_term.value + fake_term.value, run.generator))
     head = run.discriminator.heads["classifier"]
     assert all(g is not None for g in gradients_of(real_term.value, head))
-    d_fake = run.discriminator(run.transform(fake), ctx.latents)
+    d_fake = run.discriminator(transform(run, fake), ctx.latents)
     g_ctx = StepContext("G", ctx.step, run, ctx.real, ctx.labels, ctx.latents, fake, d_fake, None, {}, ctx.conditions)
     (class_term,) = run.plugins["acgan"].ganforge_generator_loss_terms(g_ctx)
     assert any(g is not None and g.abs().sum() > 0 for g in gradients_of(class_term.value, run.generator))
@@ -244,7 +245,7 @@ def test_diffaugment_comes_before_every_other_transform_and_heads_see_augmented_
     run = built_run(tmp_path, host=make_host(("marker", Marker())), plugins={"diffaugment": {}})
     assert [name for name, _ in run.transforms] == ["diffaugment", "a-marker"]
     images = torch.rand(8, 1, 28, 28) * 2 - 1
-    moved = run.transform(images.clone().requires_grad_(True))
+    moved = transform(run, images.clone().requires_grad_(True))
     assert moved.shape == images.shape and not torch.equal(moved, images)
 
 
