@@ -219,12 +219,15 @@ def ganforge_discriminator_views(run, real):
 
     Called every D step (``run.d_steps`` times per step), after ``ganforge_real_conditions``.
     ``real`` is the step's real batch in [-1, 1], untransformed. Return a list of ``(name,
-    images)`` pairs. Each view goes through the run's transforms and into the same discriminator
-    pass as the real and fake batches (one matrix product per layer, batch norm kept per batch),
-    sees the real batch's conditions, and leaves D's batch-norm running statistics alone. Its
-    output is ``ctx.views[name]`` in the D phase's loss-term hooks; it trains D through whatever
-    term uses it. Cheaper than ``ctx.discriminate``, which makes a pass of its own; a term that
-    needs gradients with respect to the images themselves (a penalty) still uses that.
+    images)`` pairs, or of ``(name, images, info)`` triples where the term needs to know how the
+    view was made: ``info`` is any object (the random draws behind a moved copy) and reaches the D
+    phase's loss-term hooks as ``ctx.view_info[name]``, so the plugin keeps no per-step state
+    between the two hooks. Each view goes through the run's transforms and into the same
+    discriminator pass as the real and fake batches (one matrix product per layer, batch norm kept
+    per batch), sees the real batch's conditions, and leaves D's batch-norm running statistics
+    alone. Its output is ``ctx.views[name]`` in the D phase's loss-term hooks; it trains D through
+    whatever term uses it. Cheaper than ``ctx.discriminate``, which makes a pass of its own; a term
+    that needs gradients with respect to the images themselves (a penalty) still uses that.
     """
 
 
@@ -236,8 +239,10 @@ def ganforge_discriminator_fake_views(run, fake, latents):
 
     Called every D step (``run.d_steps`` times per step), after ``ganforge_discriminator_views``.
     ``fake`` is the step's generated batch, detached from the generator, untransformed;
-    ``latents`` are what it was drawn from. Return a list of ``(name, images)`` pairs; names must
-    differ across plugins (they need not differ from the real batch's views). Each view goes
+    ``latents`` are what it was drawn from. Return a list of ``(name, images)`` pairs or ``(name,
+    images, info)`` triples, ``info`` reaching the D phase's loss-term hooks as
+    ``ctx.fake_view_info[name]`` (as for ``ganforge_discriminator_views``); names must differ
+    across plugins (they need not differ from the real batch's views). Each view goes
     through the run's transforms and into the same discriminator pass as the real and fake
     batches, sees the fakes' latents as conditions, and leaves D's batch-norm running statistics
     alone. Its output is ``ctx.fake_views[name]`` in the D phase's loss-term hooks (empty in the

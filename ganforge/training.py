@@ -43,8 +43,11 @@ class StepContext:
     the real images (``ganforge_real_conditions``). What D saw went through the run's image
     transforms (``ganforge_discriminator_transforms``); ``real`` and ``fake`` are the untransformed images.
     ``views`` holds D's outputs on the plugins' views of the real batch (``ganforge_discriminator_views``)
-    and ``fake_views`` those on their views of the detached fakes (``ganforge_discriminator_fake_views``),
-    D phase only: both are empty in the G phase.
+    and ``fake_views`` those on their views of the detached fakes (``ganforge_discriminator_fake_views``);
+    ``view_info`` and ``fake_view_info`` hold, by the same names, what a view returned as
+    ``(name, images, info)`` carried (the random draws behind a moved copy, say), so a plugin
+    hands its term what made the view without keeping it on itself between hooks. D phase only:
+    all four are empty in the G phase.
     """
 
     phase: str
@@ -60,6 +63,8 @@ class StepContext:
     conditions: dict[str, torch.Tensor] = field(default_factory=dict)
     views: dict[str, DiscriminatorOutput] = field(default_factory=dict)
     fake_views: dict[str, DiscriminatorOutput] = field(default_factory=dict)
+    view_info: dict[str, object] = field(default_factory=dict)
+    fake_view_info: dict[str, object] = field(default_factory=dict)
 
     @property
     def d_real(self) -> DiscriminatorOutput:
@@ -136,14 +141,17 @@ def discriminator_passes(run: Run, batches: list[tuple[torch.Tensor, dict[str, t
     return split_output(float32(output), sizes)
 
 
-def named_views(contributions: list, kind: str) -> dict[str, torch.Tensor]:
-    """The views the plugins contributed, by name, in the order they came; a name given twice is
-    the plugins' fault."""
-    views = [(name, images) for contribution in contributions for name, images in contribution]
-    names = [name for name, _ in views]
+def named_views(contributions: list, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    """The views the plugins contributed, by name, in the order they came, and the info of those
+    given as ``(name, images, info)``; a name given twice is the plugins' fault."""
+    views = [tuple(view) for contribution in contributions for view in contribution]
+    for view in views:
+        if len(view) not in (2, 3):
+            raise PluginError(f"{kind} must be (name, images) or (name, images, info), got {len(view)} items")
+    names = [name for name, *_ in views]
     if len(set(names)) != len(names):
         raise PluginError(f"two plugins contribute {kind} of one name: {sorted(names)}")
-    return dict(views)
+    return {view[0]: view[1] for view in views}, {view[0]: view[2] for view in views if len(view) == 3}
 
 
 def discriminator_step(run: Run, keep_graph: bool = True) -> tuple[StepContext, torch.Tensor, dict[str, torch.Tensor]]:
@@ -158,9 +166,9 @@ def discriminator_step(run: Run, keep_graph: bool = True) -> tuple[StepContext, 
         fake = run.generator_forward(latents, run.training_generator)
     fake = fake.float()
     conditions = real_conditions(run, labels)
-    views = named_views(hook.ganforge_discriminator_views(run=run, real=real), "a discriminator view")
-    fake_views = named_views(hook.ganforge_discriminator_fake_views(run=run, fake=fake.detach(), latents=latents),
-                             "a discriminator fake view")
+    views, view_info = named_views(hook.ganforge_discriminator_views(run=run, real=real), "a discriminator view")
+    fake_views, fake_view_info = named_views(
+        hook.ganforge_discriminator_fake_views(run=run, fake=fake.detach(), latents=latents), "a discriminator fake view")
     # Views last, after real and fake: the transforms draw in this order, so a run without
     # views draws what it always drew. Views see their batch's conditions and move no statistics.
     batches = [(real, conditions, True), (fake.detach(), latents, True),
@@ -169,7 +177,7 @@ def discriminator_step(run: Run, keep_graph: bool = True) -> tuple[StepContext, 
     d_real, d_fake, *d_views = discriminator_passes(run, batches)
     logs: dict[str, torch.Tensor] = {}
     ctx = StepContext("D", run.step + 1, run, real, labels, latents, fake.detach(), d_fake, d_real, logs, conditions,
-                      dict(zip(views, d_views)), dict(zip(fake_views, d_views[len(views):])))
+                      dict(zip(views, d_views)), dict(zip(fake_views, d_views[len(views):])), view_info, fake_view_info)
     total = objective("D", adversarial_loss(run.loss, ctx), hook.ganforge_discriminator_loss_terms(ctx=ctx), logs)
     if run.ranks.distributed:
         # Every output of the pass joins the objective, a head no term used with weight 0: DDP

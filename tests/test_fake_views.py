@@ -171,6 +171,59 @@ def test_a_fake_view_may_share_its_name_with_a_real_view(tmp_path):
     assert set(plugin.contexts["D"].views) == set(plugin.contexts["D"].fake_views) == {"mirror"}
 
 
+class LossContexts:
+    """Adds no term; keeps the last context each phase's loss-term hooks saw."""
+
+    def __init__(self):
+        self.seen: dict[str, object] = {}
+
+    @hookimpl
+    def ganforge_discriminator_loss_terms(self, ctx):
+        self.seen["D"] = ctx
+        return []
+
+    @hookimpl
+    def ganforge_generator_loss_terms(self, ctx):
+        self.seen["G"] = ctx
+        return []
+
+
+class ViewsWithInfo:
+    """Views given as ``(name, images, info)`` beside views given as ``(name, images)``."""
+
+    @hookimpl
+    def ganforge_discriminator_views(self, run, real):
+        self.real_info = {"flipped": True}
+        return [("flip", real.flip(3), self.real_info), ("roll", real.roll(1, dims=3))]
+
+    @hookimpl
+    def ganforge_discriminator_fake_views(self, run, fake):
+        self.fake_info = torch.arange(len(fake))
+        return [("flip", fake.flip(3), self.fake_info), ("roll", fake.roll(1, dims=3))]
+
+
+def test_a_view_s_third_element_reaches_the_d_phase_s_terms_as_its_info(tmp_path):
+    plugin, contexts = ViewsWithInfo(), LossContexts()
+    train_step(built_run(tmp_path, make_host(("info", plugin), ("contexts", contexts))))
+    ctx = contexts.seen["D"]
+    # Every view is seen, with or without info; only those given with one have an entry.
+    assert set(ctx.views) == set(ctx.fake_views) == {"flip", "roll"}
+    assert ctx.view_info == {"flip": plugin.real_info} and ctx.view_info["flip"] is plugin.real_info
+    assert set(ctx.fake_view_info) == {"flip"} and ctx.fake_view_info["flip"] is plugin.fake_info
+    assert contexts.seen["G"].view_info == contexts.seen["G"].fake_view_info == {}
+
+
+def test_a_view_of_other_than_two_or_three_items_is_a_plugin_error(tmp_path):
+    class TooLong:
+        @hookimpl
+        def ganforge_discriminator_views(self, run, real):
+            return [("flip", real.flip(3), None, None)]
+
+    with pytest.raises(PluginError, match=r"a discriminator view must be \(name, images\) or \(name, images, info\),"
+                                          " got 4 items"):
+        train_step(built_run(tmp_path, make_host(("long", TooLong()))))
+
+
 # -- balanced consistency regularisation ------------------------------------------------------
 
 

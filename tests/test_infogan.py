@@ -20,9 +20,11 @@ from ganforge.run import Run
 from ganforge.training import StepContext, train_step
 from ganforge_plugins.metrics.clustering import contingency, matched_accuracy, normalized_mutual_information, purity
 from ganforge_plugins.augmentation.images import MOVE_DRAWS, MOVE_PRESETS, STILL, Moves, jitter, jitter_with_draws
-from ganforge_plugins.infogan.plugin import FAKE_MOVES_STREAM, disagreement, information_of_predictions, move_error
+from ganforge_plugins.infogan.extra_terms import (FAKE_MOVES_STREAM, MOVED_VIEW, disagreement, information_of_predictions,
+                                                  move_error)
 
 from .conftest import make_host, run_tiny, tiny_recipe, write_recipe
+from .test_fake_views import LossContexts
 from .tolerance import D28_FORWARD_TERMS, assert_close_to_rounding
 
 CODES = [
@@ -32,8 +34,8 @@ CODES = [
 INFOGAN = {"infogan": {"codes": CODES}}
 
 
-def build_run(tmp_path, codes=CODES, settings=None, **sections):
-    host = make_host()
+def build_run(tmp_path, codes=CODES, settings=None, host=None, **sections):
+    host = host or make_host()
     values = tiny_recipe(tmp_path / "runs", plugins={"infogan": {"codes": codes, **(settings or {})}}, **sections)
     recipe = read_recipe(write_recipe(tmp_path / "r.toml", values), [], host)
     return Run(recipe, host, tmp_path / "runs" / "tiny")
@@ -236,7 +238,7 @@ def test_the_handwriting_preset_is_the_default_and_draws_as_before():
 ])
 def test_moves_are_a_preset_with_explicit_values_in_place_of_its_own(tmp_path, settings, expected):
     run = build_run(tmp_path, settings={**settings, "consistency_weight": 1.0})
-    assert run.plugins["infogan"].moves == expected
+    assert run.plugins["infogan"].extra_terms.moves == expected
 
 
 @pytest.mark.parametrize(("settings", "message"), [
@@ -298,12 +300,16 @@ def test_move_error_wants_the_code_to_move_by_the_draw_and_leaves_the_plain_pred
 
 def test_code_moves_train_q_on_real_images_without_consistency(tmp_path):
     silent = [{**code, "weight": 0.0} for code in CODES]
-    run = build_run(tmp_path, codes=silent, settings={"code_moves": {"slant": "shear"}})
+    contexts = LossContexts()
+    run = build_run(tmp_path, codes=silent, settings={"code_moves": {"slant": "shear"}},
+                    host=make_host(("contexts", contexts)))
     logs = train_step(run)
     assert "loss/D/code_move/slant" in logs and "loss/G/code_move/slant" not in logs
     assert "loss/D/consistency/digit" not in logs
     assert 0 < logs["loss/D/code_move/slant"].item() < 10
-    assert run.plugins["infogan"].move_draws.shape == (run.recipe.train.batch_size, len(MOVE_DRAWS))
+    # The draws behind the moved batch reach the terms on the step's context, and only the D phase's.
+    assert contexts.seen["D"].view_info[MOVED_VIEW].shape == (run.recipe.train.batch_size, len(MOVE_DRAWS))
+    assert contexts.seen["G"].view_info == {}
     # With every code's λ at 0, only the code-move term reaches Q, and only through the slant output.
     head = run.discriminator.heads["q"].net
     assert head[0].weight.grad.abs().sum() > 0
@@ -312,16 +318,17 @@ def test_code_moves_train_q_on_real_images_without_consistency(tmp_path):
 
 
 def moved_real_batch(plugin):
-    """A random real batch and its moved copy, the draws left on the plugin as a step leaves them."""
+    """A random real batch, its moved copy and the draws that moved it."""
     real = torch.rand(8, 1, 28, 28) * 2 - 1
-    moved, plugin.move_draws = jitter_with_draws(real, torch.Generator().manual_seed(0), plugin.moves)
-    return real, moved
+    moved, draws = jitter_with_draws(real, torch.Generator().manual_seed(0), plugin.extra_terms.moves)
+    return real, moved, draws
 
 
-def moved_batch_context(run, real, moved):
-    """What the code-move term reads from a D-phase step: D's passes on the real and moved batches."""
-    return SimpleNamespace(run=run, step=1, d_real=run.discriminator(real),
-                           views={"infogan/moved": run.discriminator(moved)})
+def moved_batch_context(run, real, moved, draws):
+    """What the code-move term reads from a D-phase step: D's passes on the real and moved batches,
+    and the draws that came with the moved view."""
+    return SimpleNamespace(run=run, step=1, d_real=run.discriminator(real), views={MOVED_VIEW: run.discriminator(moved)},
+                           view_info={MOVED_VIEW: draws})
 
 
 def test_the_code_move_term_trains_q_alone_and_leaves_its_batch_statistics(tmp_path):
@@ -329,10 +336,10 @@ def test_the_code_move_term_trains_q_alone_and_leaves_its_batch_statistics(tmp_p
     # (docs/results.md): its gradient must stop at Q.
     run = build_run(tmp_path, settings={"code_moves": {"slant": "shear"}})
     plugin, discriminator = run.plugins["infogan"], run.discriminator
-    real, moved = moved_real_batch(plugin)
-    ctx = moved_batch_context(run, real, moved)
+    real, moved, draws = moved_real_batch(plugin)
+    ctx = moved_batch_context(run, real, moved, draws)
     running_mean = discriminator.heads["q"].net[1].running_mean.clone()
-    [term] = plugin.code_move_terms(ctx)
+    [term] = plugin.extra_terms.code_move_terms(ctx)
     assert term.name == "code_move/slant" and term.weight == pytest.approx(0.3)  # the default weight
     assert torch.equal(discriminator.heads["q"].net[1].running_mean, running_mean)
     discriminator.zero_grad(set_to_none=True)
@@ -344,9 +351,9 @@ def test_the_code_move_term_trains_q_alone_and_leaves_its_batch_statistics(tmp_p
 def test_code_move_trunk_sends_the_term_on_into_d_s_trunk(tmp_path):
     run = build_run(tmp_path, settings={"code_moves": {"slant": "shear"}, "code_move_trunk": True})
     plugin, discriminator = run.plugins["infogan"], run.discriminator
-    real, moved = moved_real_batch(plugin)
-    ctx = moved_batch_context(run, real, moved)
-    [term] = plugin.code_move_terms(ctx)
+    real, moved, draws = moved_real_batch(plugin)
+    ctx = moved_batch_context(run, real, moved, draws)
+    [term] = plugin.extra_terms.code_move_terms(ctx)
     discriminator.zero_grad(set_to_none=True)
     term.value.backward()
     trunk_grads = [p.grad for p in discriminator.trunk.trunk.parameters()]  # the shared layers
@@ -355,8 +362,8 @@ def test_code_move_trunk_sends_the_term_on_into_d_s_trunk(tmp_path):
     # Only through the moved images: the plain reading stays a target without gradient.
     real.requires_grad_(True)
     moved.requires_grad_(True)
-    ctx = moved_batch_context(run, real, moved)
-    [term] = plugin.code_move_terms(ctx)
+    ctx = moved_batch_context(run, real, moved, draws)
+    [term] = plugin.extra_terms.code_move_terms(ctx)
     term.value.backward()
     assert real.grad is None and moved.grad.abs().sum() > 0
 
@@ -378,14 +385,14 @@ def test_with_q_split_the_code_move_term_leaves_the_categories_layer_alone(tmp_p
     run = build_run(tmp_path, settings={"q_split": True, "code_moves": {"slant": "shear"}, "consistency_weight": 1.0})
     plugin, discriminator = run.plugins["infogan"], run.discriminator
     head = discriminator.heads["q"]
-    real, moved = moved_real_batch(plugin)
-    [move_term] = plugin.code_move_terms(moved_batch_context(run, real, moved))
+    real, moved, draws = moved_real_batch(plugin)
+    [move_term] = plugin.extra_terms.code_move_terms(moved_batch_context(run, real, moved, draws))
     discriminator.zero_grad(set_to_none=True)
     move_term.value.backward()
     assert all(p.grad is None for p in discriminator.trunk.parameters())
     assert all(p.grad is None or not p.grad.any() for p in head.categorical.parameters())
     assert head.continuous.net[0].weight.grad.abs().sum() > 0
-    [consistency] = plugin.real_terms(moved_batch_context(run, real, moved))
+    [consistency] = plugin.extra_terms.real_terms(moved_batch_context(run, real, moved, draws))
     discriminator.zero_grad(set_to_none=True)
     consistency.value.backward()
     assert all(p.grad is None or not p.grad.any() for p in head.continuous.parameters())
@@ -455,7 +462,7 @@ def test_the_moved_fake_term_is_the_category_s_cross_entropy_on_moved_fakes(tmp_
     ctx = generator_phase(run, fake)
     draws = torch.Generator().set_state(run.rng(FAKE_MOVES_STREAM).get_state())
     running_mean = discriminator.heads["q"].net[1].running_mean.clone()
-    [term] = plugin.moved_fake_terms(ctx)
+    [term] = plugin.extra_terms.moved_fake_terms(ctx)
     assert term.name == "moved_info/digit" and term.weight == 2.0  # the categorical code only
     assert torch.equal(discriminator.heads["q"].net[1].running_mean, running_mean)  # batch statistics left alone
     moved = jitter_with_draws(fake.detach(), draws, MOVE_PRESETS["clothing"])[0]
@@ -474,7 +481,7 @@ def test_without_moves_the_moved_fake_term_is_the_information_term_again(tmp_pat
     fake = torch.rand(8, 1, 28, 28) * 2 - 1
     ctx = generator_phase(run, fake)
     ctx.d_fake = ctx.discriminate(fake, ctx.latents)
-    [moved] = plugin.moved_fake_terms(ctx)
+    [moved] = plugin.extra_terms.moved_fake_terms(ctx)
     plain = {term.name: term for term in plugin.information_terms(ctx)}["info/digit"]
     assert_close_to_rounding(moved.value, plain.value, terms=D28_FORWARD_TERMS)
 
