@@ -59,7 +59,7 @@ def load_generator(checkpoint_path: str | Path, device: str | None = None) -> Ge
     ``device`` is where it runs and where :meth:`Generator.sample` returns images (``"cpu"``,
     ``"cuda"``, ...); by default the device it was trained on when this machine has it, else the
     CPU. Loading leaves torch's global generator and thread count alone."""
-    from .launch import run_from_checkpoint
+    from .loading import run_from_checkpoint
 
     run, _ = run_from_checkpoint(Path(checkpoint_path), device=device)
     return Generator(run)

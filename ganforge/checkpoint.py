@@ -26,9 +26,17 @@ class CheckpointError(GanforgeError):
     """A checkpoint that cannot be written or read."""
 
 
+def keeps_state(run, name: str) -> bool:
+    """Whether the switched-on plugin ``name`` keeps state in checkpoints: as its
+    :class:`~ganforge.plugin_spec.PluginSpec` declares (``stateful``), or for a plugin registered
+    the older way, whether its object has ``state_dict``."""
+    spec = run.specs[name]
+    return spec.stateful if spec.declared else hasattr(run.plugins[name], "state_dict")
+
+
 def plugin_states(run) -> dict[str, Any]:
     """``state_dict()`` of every switched-on plugin object that keeps state."""
-    return {name: plugin.state_dict() for name, plugin in run.plugins.items() if hasattr(plugin, "state_dict")}
+    return {name: plugin.state_dict() for name, plugin in run.plugins.items() if keeps_state(run, name)}
 
 
 def run_state(run, meter: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -90,7 +98,7 @@ def restore_plugin_states(run, state: dict[str, Any], source: Path) -> None:
     """Each switched-on plugin's ``load_state_dict`` with what its ``state_dict`` saved."""
     with does_not_fit(source):
         for name, plugin_state in state.get("plugins", {}).items():
-            if name in run.plugins and hasattr(run.plugins[name], "load_state_dict"):
+            if name in run.plugins and keeps_state(run, name):
                 run.plugins[name].load_state_dict(plugin_state)
 
 

@@ -20,18 +20,36 @@ MAX_INT = 2**31 - 1  # larger sizes are typos, and would overflow tensors long b
 Check = Callable[[Any], "str | None"]
 
 
+def accepting(text: str) -> Callable[[Check], Check]:
+    """Mark a check with what it accepts, as the option tables show it ("1 to 100")."""
+
+    def mark(check: Check) -> Check:
+        check.accepts = text
+        return check
+
+    return mark
+
+
+def accepted(check: Check) -> str:
+    return getattr(check, "accepts", "")
+
+
+@accepting("> 0")
 def positive(value: Any) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+@accepting(">= 0")
 def non_negative(value: Any) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+@accepting("(0, 1]")
 def learning_rate(value: Any) -> str | None:
     return None if 0 < value <= 1 else "must be more than 0 and at most 1"
 
 
+@accepting("[0, 1)")
 def below_one(value: Any) -> str | None:
     return None if 0 <= value < 1 else "must be in [0, 1)"
 
@@ -40,9 +58,10 @@ def one_of(*choices: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if value in choices:
             return None
-        return f"must be one of {', '.join(map(repr, choices))};{did_you_mean(value, list(choices))}".rstrip(";")
+        hint = did_you_mean(value, list(choices)) if isinstance(value, str) else ""
+        return f"must be one of {', '.join(map(repr, choices))};{hint}".rstrip(";")
 
-    return check
+    return accepting(", ".join(f'"{choice}"' for choice in choices))(check)
 
 
 def between(low: int, high: int) -> Callable[[Any], str | None]:
@@ -52,7 +71,7 @@ def between(low: int, high: int) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if low <= value <= high else f"must be from {low} to {high}"
 
-    return check
+    return accepting(f"{low} to {high}")(check)
 
 
 def device_name(value: str) -> str | None:
@@ -93,26 +112,38 @@ def open_interval(low: float, high: float) -> Check:
     def check(value: Any) -> str | None:
         return None if low < value < high else f"must be between {low:g} and {high:g}, both excluded"
 
-    return check
+    return accepting(f"({low:g}, {high:g})")(check)
 
 
 def at_least(low: float) -> Check:
     def check(value: Any) -> str | None:
         return None if value >= low else f"must be {low:g} or more"
 
-    return check
+    return accepting(f">= {low:g}")(check)
 
 
-def each(item_check: Check) -> Check:
-    """Every item of a list passes ``item_check``."""
+class Each:
+    """Every item of a list passes ``item_check``; a plugin option's error names the item's key
+    (``plugins.diffaugment.policy[1]``)."""
 
-    def check(value: Any) -> str | None:
+    def __init__(self, item_check: Check):
+        self.item_check = item_check
+        self.accepts = f"each: {accepted(item_check)}" if accepted(item_check) else ""
+
+    def first_complaint(self, value: list) -> tuple[int, str] | None:
         for index, item in enumerate(value):
-            if (complaint := item_check(item)) is not None:
-                return f"item {index} ({item!r}) {complaint}"
+            if (complaint := self.item_check(item)) is not None:
+                return index, complaint
         return None
 
-    return check
+    def __call__(self, value: list) -> str | None:
+        found = self.first_complaint(value)
+        return None if found is None else f"item {found[0]} {found[1]}"
+
+
+@accepting("not empty")
+def not_empty_list(value: list) -> str | None:
+    return None if value else "must name at least one"
 
 
 def type_name(kind: type) -> str:

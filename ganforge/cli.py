@@ -107,11 +107,17 @@ def check(recipe: Path = RecipeArgument, set_: list[str] = SetOption):
 
 
 @app.command()
-def plugins():
+def plugins(options: bool = typer.Option(False, "--options", help="Show each plugin table's options instead:"
+                                          " type, accepted values, default and meaning.")):
     """List installed plugins: distribution, version, hooks implemented and names registered;
     plugins that failed to import are listed with their error."""
     with reporting():
         host = plugin_host(keep_broken=True)
+    if options:
+        from .plugin_docs import options_markdown
+
+        console.print(options_markdown(host), highlight=False, markup=False, soft_wrap=True)
+        return
     table = Table("plugin", "from", "hooks", "registers")
     for name, plugin in host.plugins():
         info = host.info.get(name)

@@ -194,10 +194,6 @@ class Batcher:
         self.images = data.images if self.streamed else data.images.to(device)
         self.labels = {name: values.to(device) for name, values in data.labels.items()}
 
-    @property
-    def batches_per_epoch(self) -> int:
-        return len(self.data) // self.batch_size
-
     def _batch_indices(self, start: int) -> list[list[int]]:
         """This process's index of every whole batch of the epoch from ``start`` on."""
         return [self.share(self.order[position:position + self.batch_size]).tolist()

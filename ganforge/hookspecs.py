@@ -43,6 +43,7 @@ def ganforge_register_models(register):
     :class:`ganforge.models.Discriminator` (shared ``features`` plus an adversarial head). ``build``
     raises :class:`ganforge.errors.RecipeError` for an image shape it cannot take.
     Selected by the recipe key ``model.name``. Return value ignored.
+    Not ``firstresult``: every plugin registers.
     """
 
 
@@ -53,6 +54,7 @@ def ganforge_register_losses(register):
     Call ``register(name, loss)`` where ``loss`` has ``discriminator_loss(real_logits,
     fake_logits)`` and ``generator_loss(fake_logits)``, each returning a scalar tensor
     (see :class:`ganforge.losses.AdversarialLoss`). Selected by ``loss.name``. Return value ignored.
+    Not ``firstresult``: every plugin registers.
     """
 
 
@@ -61,9 +63,10 @@ def ganforge_register_datasets(register):
     """Register datasets.
 
     Call ``register(name, load)`` where ``load(settings)`` takes a
-    :class:`ganforge.data.DataSettings` and returns a :class:`ganforge.data.ImageData` held in
-    memory, or raises :class:`ganforge.errors.DataError` saying which files are missing, where it
+    :class:`ganforge.data.DataSettings` and returns a :class:`ganforge.data.ImageData` (in memory, or
+    streamed from its files with ``data.stream``), or raises :class:`ganforge.errors.DataError` saying which files are missing, where it
     looked and how to get them. Selected by ``data.name``. Return value ignored.
+    Not ``firstresult``: every plugin registers.
     """
 
 
@@ -74,6 +77,7 @@ def ganforge_register_latents(register):
     Call ``register(name, factory)`` where ``factory(size, **options)`` returns a
     :class:`ganforge.latents.LatentDistribution`. Selected by ``latent.noise`` and by plugins that
     add generator inputs. Return value ignored.
+    Not ``firstresult``: every plugin registers.
     """
 
 
@@ -87,6 +91,7 @@ def ganforge_register_metrics(register):
     ``n``, ``seed``, the verified feature network (``evaluator()``), cached real features,
     seeded generated images, and ``record(name, **facts)`` for the figures' provenance.
     Return value ignored.
+    Not ``firstresult``: every plugin registers.
     """
 
 
@@ -98,6 +103,7 @@ def ganforge_register_optimizers(register):
     ``torch.optim.Optimizer``: ``param_groups`` is a list of dicts, each with ``params`` and ``lr``
     (the recipe's rate, or a head's own); ``betas`` is ``(train.beta1, train.beta2)``. Called once
     for G and once for D. Return value ignored.
+    Not ``firstresult``: every plugin registers.
     """
 
 
@@ -105,12 +111,17 @@ def ganforge_register_optimizers(register):
 def ganforge_register_run_plugins(register):
     """Register plugins that a recipe switches on with a ``[plugins.<name>]`` table.
 
-    Call ``register(name, factory, defaults)``: ``defaults`` is a dict of the table's keys and
-    default values (the core checks the user's keys and types against it); ``factory(settings)``
-    receives the merged settings and returns an object implementing per-run hooks, which the core
-    registers with the run's plugin manager under ``name``. ``factory`` raises
-    :class:`ganforge.errors.RecipeError` (with ``key``) for settings it cannot accept.
+    Call ``register(spec)`` with a :class:`ganforge.plugin_spec.PluginSpec`: the table's name,
+    ``factory``, its options (type, default, accepted values, what each does: the core checks the
+    user's table against them, with the same errors as for its own keys), what it provides to
+    other plugins, requires and conflicts with, and whether it keeps state in checkpoints
+    (docs/plugin-options.md lists the built-in ones). ``factory(settings)`` receives the checked
+    settings and returns an object implementing per-run hooks, which the core registers with the
+    run's plugin manager as ``<name>.run``; it raises :class:`ganforge.errors.RecipeError` (with
+    ``key``) for what the options cannot say (two settings that contradict each other). The older
+    ``register(name, factory, defaults)``, with a dict of default values, still works.
     Return value ignored.
+    Not ``firstresult``: every plugin registers.
     """
 
 
@@ -127,6 +138,7 @@ def ganforge_generator_inputs(run):
     :class:`ganforge.latents.LatentDistribution`. The core samples every input each step from the
     run's seeded generator, concatenates them after ``z`` in name order, and hands the sampled
     values to the loss-term hooks as ``ctx.latents[name]``. Names must be unique across plugins.
+    Not ``firstresult``: every plugin's inputs are used.
     """
 
 
@@ -138,6 +150,7 @@ def ganforge_discriminator_heads(run, feature_dim):
     tensor. The core attaches the heads to the discriminator (so the discriminator's optimizer
     trains them and checkpoints hold them) and runs them on every discriminator pass; their outputs
     reach the loss-term hooks as ``ctx.d_fake.heads[name]`` and ``ctx.d_real.heads[name]``.
+    Not ``firstresult``: every plugin's heads are attached.
     """
 
 
@@ -151,6 +164,7 @@ def ganforge_models_built(run):
     and the optimizer groups: ``run.parameter_groups`` maps ``"G"`` and ``"D"`` to lists of
     ``{"params": [...], "lr": ...}`` dicts that the recipe's optimizer is then built from; edit
     them (another rate for a group, another group). Return value ignored.
+    Not ``firstresult``: every implementation runs.
     """
 
 
@@ -160,6 +174,7 @@ def ganforge_discriminator_steps(run):
     critic: 5), or ``None``. Used when the recipe leaves ``train.d_steps`` at 0 (its default);
     plugins that ask for different numbers are a recipe error naming ``train.d_steps``. Called
     once, after ``ganforge_models_built``.
+    Not ``firstresult``: every plugin's answer is compared.
     """
 
 
@@ -174,6 +189,7 @@ def ganforge_discriminator_transforms(run):
     checkpoints). The core applies them in order of each transform's ``order`` attribute (default
     0), then name: the order is explicit, never install order. ``ctx.real`` and ``ctx.fake`` stay
     untransformed; ``ctx.discriminate(images)`` transforms too.
+    Not ``firstresult``: every plugin's transforms are applied.
     """
 
 
@@ -209,6 +225,7 @@ def ganforge_real_conditions(run, labels):
     ``labels`` are the dataset's labels of the batch by name. Return a dict of tensors keyed like the
     generator inputs (``{"label": one_hot}``); for fakes, heads receive the sampled latents. Called
     every D step; return ``{}`` when there is nothing to add.
+    Not ``firstresult``: the plugins' dicts are merged.
     """
 
 
@@ -228,6 +245,7 @@ def ganforge_discriminator_views(run, real):
     alone. Its output is ``ctx.views[name]`` in the D phase's loss-term hooks; it trains D through
     whatever term uses it. Cheaper than ``ctx.discriminate``, which makes a pass of its own; a term
     that needs gradients with respect to the images themselves (a penalty) still uses that.
+    Not ``firstresult``: every plugin's views are used.
     """
 
 
@@ -264,6 +282,7 @@ def ganforge_discriminator_loss_terms(ctx):
     its own pass (a gradient penalty on images with ``requires_grad``) makes it with
     ``ctx.discriminate(images)``, which leaves D's batch-norm statistics alone. With
     ``run.d_steps > 1`` the hook is called once per D step; each term is logged as its mean.
+    Not ``firstresult``: every plugin's terms are added.
     """
 
 
@@ -276,6 +295,7 @@ def ganforge_generator_loss_terms(ctx):
     reading ``ctx.d_real`` runs D on the real batch. Return a list of
     :class:`ganforge.losses.LossTerm`; logged as ``loss/G/<name>``. The sum is backpropagated
     into G's trainable parameters only.
+    Not ``firstresult``: every plugin's terms are added.
     """
 
 
@@ -293,6 +313,7 @@ def ganforge_train_start(run):
     is then overwritten by the checkpoint's; the run's random streams are restored before it.
     Under torchrun it runs on every rank: a plugin that writes files does so only where
     ``run.ranks.primary`` (``ganforge_log`` and ``ganforge_samples`` are called on rank 0 only).
+    Not ``firstresult``: every implementation runs; return value ignored.
     """
 
 
@@ -303,6 +324,7 @@ def ganforge_step_end(run, step, logs):
     ``step`` counts generator updates, starting at 1. ``logs`` maps names (``loss/D/total``,
     ``loss/G/adv``, ...) to detached scalar tensors for this step; calling ``float`` on them is a
     device sync, so do it only at your own cadence.
+    Not ``firstresult``: every implementation runs; return value ignored.
     """
 
 
@@ -312,12 +334,13 @@ def ganforge_log(run, step, record):
     log cadence (``loss/D/total``, ``images_per_s``, ...) and the ``[eval]`` figures
     (``eval/fid``, ...). ``record`` maps names to plain numbers and holds ``step`` and ``images``.
     For loggers (TensorBoard, experiment trackers): the values are synced already.
+    Not ``firstresult``: every implementation runs; return value ignored.
     """
 
 
 @hookspec
 def ganforge_epoch_end(run, epoch):
-    """Called when the data order has been used up; ``epoch`` is the number of finished epochs."""
+    """Called when the data order has been used up; ``epoch`` is the number of finished epochs. Not ``firstresult``: every implementation runs; return value ignored."""
 
 
 @hookspec
@@ -326,10 +349,13 @@ def ganforge_samples(run, step, images, path):
 
     ``images`` are the generator's outputs (in [0, 1]) for the run's fixed latent batch, ``path``
     the PNG the core wrote. Plugins write their own pictures next to it (``path.parent``).
+    Not ``firstresult``: every implementation runs; return value ignored.
     """
 
 
 @hookspec
 def ganforge_train_end(run, error):
     """Called when the run ends, always: ``error`` is ``None`` after the last step, else the
-    exception that stopped the run (it propagates after this hook returns)."""
+    exception that stopped the run (it propagates after this hook returns).
+    Not ``firstresult``: every implementation runs; return value ignored.
+    """

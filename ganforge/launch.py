@@ -10,23 +10,27 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from .checkpoint import (does_not_fit, load_checkpoint, load_weights, restore_plugin_states, restore_run_state,
-                         seed_global_rngs)
+from .checkpoint import load_checkpoint, restore_run_state, seed_global_rngs
+from .data import ImageData
+from .distributed import ProcessGroup, from_primary, ranks_from_environment
 from .errors import GanforgeError, RecipeError, UsageError
 from .evaluation import EvalSettings, chosen_metrics, evaluator_trainer, recipe_warnings, score
 from .images import save_grid
+from .loading import loadable_device, read_recipe, recipe_from_dict, run_directory, run_from_checkpoint
 from .models import count_parameters
 from .onestep import try_one_step
 from .outputs import LAST, RunOutputs, read_json_lines, writing
-from .data import ImageData
-from .distributed import ProcessGroup, from_primary, ranks_from_environment
-from .pluginmanager import PluginHost, make_plugin_host, plugin_specs, registered_names
+from .plugin_spec import PluginSpec, resumable_keys
+from .pluginmanager import PluginHost, make_plugin_host, plugin_specs
 from .progress import make_progress
-from .recipe import SCHEMA, Recipe, apply_overrides, load_recipe, schema_kind, validate
+from .recipe import SCHEMA, Recipe
 from .run import Run, load_data, resolve_device
 from .threads import describe_threads
 from .training import TrainingInterrupted, train
 from .traversal import save_traversal
+
+# Where they were before ganforge.loading held them: scripts import them from here.
+__all__ = ["loadable_device", "read_recipe", "recipe_from_dict", "run_directory", "run_from_checkpoint"]
 
 #: Keys a resumed run may change: where things are and how long and often, not what is trained.
 RESUMABLE_CHANGES = {
@@ -34,26 +38,9 @@ RESUMABLE_CHANGES = {
     "train.checkpoint_every", "train.keep_checkpoints", "train.threads",
     # How the same arithmetic runs: checkpoints from either setting load in the other.
     "train.compile", "train.precision", "train.memory_format",
-    # Logging only.
-    "plugins.tensorboard", "plugins.tensorboard.logdir", "plugins.tensorboard.images",
     # Scoring never changes what is trained (ganforge.scoring): every [eval] key.
     *(f"eval.{key}" for key in SCHEMA["eval"]),
 }
-
-
-def read_recipe(path: Path, overrides: list[str], host: PluginHost) -> Recipe:
-    return load_recipe(Path(path), list(overrides), registered_names(host), plugin_specs(host))
-
-
-def recipe_from_dict(values: dict, host: PluginHost, source: str) -> Recipe:
-    """A recipe stored in a checkpoint, validated again against the plugins installed now."""
-    recipe = validate(values, registered_names(host), plugin_specs(host), source)
-    recipe.source = source
-    return recipe
-
-
-def run_directory(recipe: Recipe) -> Path:
-    return Path(recipe.run.out_dir) / recipe.run.name
 
 
 def run_recipe(path: Path, overrides: list[str] = (), resume: bool = False, *, force_resume: bool = False,
@@ -78,7 +65,7 @@ def run_recipe(path: Path, overrides: list[str] = (), resume: bool = False, *, f
         if not resume:
             return None
         stored = load_checkpoint(outputs.last_checkpoint)
-        check_resumable(stored["recipe"], recipe, force_resume, console)
+        check_resumable(stored["recipe"], recipe, force_resume, console, plugin_specs(host))
         return stored
 
     seed_global_rngs(recipe.run.seed)  # plugins drawing from Python's or numpy's generator: same seed, same draws
@@ -130,14 +117,16 @@ def resume_command(path: Path, overrides: list[str]) -> str:
     return shlex.join(["ganforge", "run", str(path), *settings, "--resume"])
 
 
-def check_resumable(stored: dict, recipe: Recipe, force: bool, console: Console) -> None:
+def check_resumable(stored: dict, recipe: Recipe, force: bool, console: Console,
+                    specs: dict[str, PluginSpec] | None = None) -> None:
     """Refuse (or with ``force``, warn about) changes to keys that change what is trained."""
-    changed = [key for key in _differing_keys(stored, recipe.to_dict()) if key not in RESUMABLE_CHANGES]
+    resumable = RESUMABLE_CHANGES | resumable_keys(specs or {})
+    changed = [key for key in _differing_keys(stored, recipe.to_dict()) if key not in resumable]
     if not changed:
         return
     if not force:
         raise RecipeError(f"differs from the run being resumed in {', '.join(changed)}; only"
-                          f" {', '.join(sorted(RESUMABLE_CHANGES))} may change (--force-resume resumes anyway)",
+                          f" {', '.join(sorted(resumable))} may change (--force-resume resumes anyway)",
                           source=recipe.source)
     current = recipe.to_dict()
     changes = ", ".join(f"{key} ({_lookup(stored, key)!r} -> {_lookup(current, key)!r})" for key in changed)
@@ -198,40 +187,6 @@ def check_recipe(path: Path, overrides: list[str], console: Console, host: Plugi
     console.print("resolved recipe:", highlight=False)
     console.print(recipe.to_toml(), highlight=False, markup=False)
     return run
-
-
-def run_from_checkpoint(path: Path, host: PluginHost | None = None, with_data: bool = False,
-                        overrides: list[str] = (), device: str | None = None) -> tuple[Run, dict]:
-    """The models of a checkpoint's run, weights and plugin states loaded; its dataset too when
-    ``with_data``. Leaves torch's global generator and thread count as they were.
-
-    ``overrides`` (``--set``) apply to the stored recipe, e.g. a ``data.root`` valid on this
-    machine. ``device`` is where to load it (``"cpu"``, ``"cuda"``, ...); by default the device it
-    was trained on when this machine has it, else the CPU.
-    """
-    host = host or make_plugin_host()
-    state = load_checkpoint(path)
-    source = f"{path} (stored recipe)"
-    values = apply_overrides(state["recipe"], list(overrides), lambda p: schema_kind(p, plugin_specs(host)))
-    values["run"]["device"] = device or loadable_device(values["run"].get("device", "cpu"))
-    recipe = recipe_from_dict(values, host, source)
-    shape = None if with_data else tuple(state["image_shape"])
-    run = Run(recipe, host, Path(path).parent.parent, image_shape=shape, keep_global_state=True)
-    with does_not_fit(path):
-        load_weights(run, state)
-    restore_plugin_states(run, state, path)
-    run.step = int(state["step"])
-    return run, state
-
-
-def loadable_device(trained_on: str) -> str:
-    """Where a checkpoint trained on ``trained_on`` can be loaded here: there if this machine has
-    it, else the CPU (a CUDA checkpoint opens on a machine without a GPU)."""
-    try:
-        resolve_device(trained_on)
-    except RecipeError:
-        return "cpu"
-    return trained_on
 
 
 def sample_checkpoint(path: Path, out: Path, n: int, seed: int, traverse: str | None = None,

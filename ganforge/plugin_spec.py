@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checks import Check, check_table_keys, coerce, type_name
+from .checks import Check, Each, check_table_keys, coerce, type_name
 
 # Capabilities: what a plugin's object offers the run or other plugins, asked for by name through
 # ``run.providers(capability)``, never by looking a plugin up by its table name.
@@ -50,8 +50,11 @@ class Option:
 
     default: Any
     doc: str = ""
-    check: Check | None = None
+    check: Check | tuple[Check, ...] | None = None
     changes_training: bool = True
+
+    def checks(self) -> tuple[Check, ...]:
+        return self.check if isinstance(self.check, tuple) else (self.check,) if self.check else ()
 
     @property
     def kind(self) -> type:
@@ -67,7 +70,9 @@ class PluginSpec:
     norm that keeps D's batch norms provides no Lipschitz critic). ``requires`` and ``conflicts``
     map a capability (or, for ``conflicts``, another table's name) to the reason, said in the
     error. ``losses`` names the objectives it works with (empty: any). ``stateful``: the object's
-    ``state_dict()`` is saved in checkpoints and ``load_state_dict`` restores it on resume."""
+    ``state_dict()`` is saved in checkpoints and ``load_state_dict`` restores it on resume.
+    ``changes_training = False``: the plugin only observes (a logger), so a resumed run may add
+    or drop its table."""
 
     name: str
     factory: Callable[[dict], Any]
@@ -78,6 +83,7 @@ class PluginSpec:
     conflicts: Mapping[str, str] = field(default_factory=dict)
     losses: tuple[str, ...] = ()
     stateful: bool = False
+    changes_training: bool = True
     declared: bool = True  # False: made from the older register(name, factory, defaults)
 
     def defaults(self) -> dict[str, Any]:
@@ -94,10 +100,13 @@ class PluginSpec:
         check_table_keys(table, list(self.options), f"{key}.")
         settings = self.defaults()
         for name, value in table.items():
-            option = self.options[name]
-            settings[name] = coerce(value, option.kind, f"{key}.{name}")
-            if option.check and (complaint := option.check(settings[name])):
-                raise RecipeError(f"{complaint}, got {settings[name]!r}", key=f"{key}.{name}")
+            option, where = self.options[name], f"{key}.{name}"
+            value = settings[name] = coerce(value, option.kind, where)
+            for check in option.checks():
+                if isinstance(check, Each) and (found := check.first_complaint(value)):
+                    raise RecipeError(f"{found[1]}, got {value[found[0]]!r}", key=f"{where}[{found[0]}]")
+                if (complaint := check(value)) is not None:
+                    raise RecipeError(f"{complaint}, got {value!r}", key=where)
         return settings
 
     def provided(self, settings: dict, made: Any = None) -> frozenset[str]:
@@ -115,6 +124,18 @@ class PluginSpec:
         if not self.declared and made is not None:
             return {**self.conflicts, **getattr(made, "conflicts", {})}
         return self.conflicts
+
+
+def resumable_keys(specs: Mapping[str, PluginSpec]) -> set[str]:
+    """The ``plugins.*`` keys a resumed run may change: an observing plugin's table and its keys,
+    and every option declared ``changes_training = False``."""
+    keys = set()
+    for name, spec in specs.items():
+        if not spec.changes_training:
+            keys.add(f"plugins.{name}")
+        keys |= {f"plugins.{name}.{key}" for key, option in spec.options.items()
+                 if not (spec.changes_training and option.changes_training)}
+    return keys
 
 
 def legacy_spec(name: str, factory: Callable[[dict], Any], defaults: dict | None) -> PluginSpec:

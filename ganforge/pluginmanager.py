@@ -74,6 +74,32 @@ def disabled_plugins() -> set[str]:
     return {name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()}
 
 
+def unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> str:
+    """"marks ganforge_register_model with @hookimpl, but no hook has that name; did you mean ..."."""
+    for attribute in dir(plugin):
+        if pm.parse_hookimpl_opts(plugin, attribute) is not None and attribute not in HOOK_NAMES:
+            return (f"it marks {attribute} with @hookimpl, but no hook has that name;"
+                    f"{did_you_mean(attribute, HOOK_NAMES)} hooks: docs/hooks.md")
+    return ""
+
+
+def lint(pm: pluggy.PluginManager, plugin: Any, described: str) -> list[str]:
+    """Warnings for a plugin that will silently do nothing: no hook implemented, or a function
+    named like a hook but not marked ``@hookimpl`` (pluggy only calls marked functions)."""
+    found = []
+    for attribute in dir(plugin):
+        if attribute.startswith("__") or pm.parse_hookimpl_opts(plugin, attribute) is not None:
+            continue
+        close = difflib.get_close_matches(attribute, HOOK_NAMES, n=1, cutoff=0.85)
+        if close and callable(getattr(plugin, attribute, None)):
+            hook = "that hook" if close[0] == attribute else f"the hook {close[0]}"
+            found.append(f"{described}: {attribute} looks like {hook} but is not marked @hookimpl, so it is never called")
+    if not pm.get_hookcallers(plugin):
+        found.append(f"{described} implements no hook (mark each hook function with @hookimpl from ganforge); it does"
+                     " nothing")
+    return found
+
+
 @dataclass
 class PluginHost:
     """A plugin manager with its registries filled."""
@@ -115,36 +141,11 @@ class PluginHost:
             self.pm.register(plugin, name=name)
             self.pm.check_pending()
         except pluggy.PluginValidationError as error:
-            raise PluginError(f"{self.describe(name)} does not match the hook specs: {self._unknown_hooks(plugin) or error}") from None
+            raise PluginError(f"{self.describe(name)} does not match the hook specs: {unknown_hooks(self.pm, plugin) or error}") from None
         except ValueError as error:  # pluggy: name already registered
             raise PluginError(f"{self.describe(name)} cannot be registered: {error}") from None
         self._guard_hooks(plugin, name)
-        self.warnings.extend(self._lint(plugin, name))
-
-    def _unknown_hooks(self, plugin: Any) -> str:
-        """"marks ganforge_register_model with @hookimpl, but no hook has that name; did you mean ..."."""
-        for attribute in dir(plugin):
-            if self.pm.parse_hookimpl_opts(plugin, attribute) is not None and attribute not in HOOK_NAMES:
-                return (f"it marks {attribute} with @hookimpl, but no hook has that name;"
-                        f"{did_you_mean(attribute, HOOK_NAMES)} hooks: docs/hooks.md")
-        return ""
-
-    def _lint(self, plugin: Any, name: str) -> list[str]:
-        """Warnings for a plugin that will silently do nothing: no hook implemented, or a function
-        named like a hook but not marked ``@hookimpl`` (pluggy only calls marked functions)."""
-        found = []
-        for attribute in dir(plugin):
-            if attribute.startswith("__") or self.pm.parse_hookimpl_opts(plugin, attribute) is not None:
-                continue
-            close = difflib.get_close_matches(attribute, HOOK_NAMES, n=1, cutoff=0.85)
-            if close and callable(getattr(plugin, attribute, None)):
-                hook = "that hook" if close[0] == attribute else f"the hook {close[0]}"
-                found.append(f"{self.describe(name)}: {attribute} looks like {hook} but is not marked @hookimpl,"
-                             " so it is never called")
-        if not self.hooks_of(plugin):
-            found.append(f"{self.describe(name)} implements no hook (mark each hook function with"
-                         " @hookimpl from ganforge); it does nothing")
-        return found
+        self.warnings.extend(lint(self.pm, plugin, self.describe(name)))
 
     def _origin(self, name: str) -> PluginInfo:
         """Where a plugin registered without entry-point info comes from: a per-run plugin object

@@ -7,8 +7,6 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-SHOWN_LOSSES = ("loss/D/total", "loss/G/total")
-
 
 def summarize(record: dict) -> str:
     """The record's losses, short: ``D 1.234  G 0.987  info/digit 0.012``."""

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .build import FIXED_SAMPLES, NOISE, load_data, resolve_device
-from .data import ImageData
+from .data import ImageData, to_unit_range
 from .distributed import ALONE, Ranks
 from .errors import GanforgeError, PluginError, RecipeError
 from .latents import LatentDistribution
@@ -147,7 +147,7 @@ class Run:
             images = self.generator_forward(latents, generator)
         finally:
             generator.train(was_training)
-        return images.add(1).div(2).clamp(0, 1)
+        return to_unit_range(images)
 
     # -- what plugins call -----------------------------------------------------------------------
 
@@ -166,3 +166,7 @@ class Run:
         how a metric or a plugin finds another's services without knowing its name."""
         return [plugin for name, plugin in self.plugins.items()
                 if capability in self.specs[name].provided(self.recipe.plugins[name], plugin)]
+
+    def provider(self, capability: str) -> Any | None:
+        """The first switched-on plugin object that provides ``capability``, or ``None``."""
+        return next(iter(self.providers(capability)), None)

@@ -19,6 +19,7 @@ from ganforge.contracts import LOSS_CHECK_BATCH
 from ganforge.data import DataSettings
 from ganforge.errors import PluginError
 from ganforge.losses import LossTerm
+from ganforge.pluginmanager import HOOK_NAMES, REGISTRY_KINDS
 from ganforge.training import StepContext
 from ganforge_plugins.models.dcgan import build_dcgan_28
 from ganforge_plugins.latents.distributions import Uniform
@@ -280,10 +281,64 @@ def test_loss_terms_are_logged_by_name_and_summed_with_their_weights(tmp_path):
 
 
 class Recorder:
-    """Records every per-run hook call, in order."""
+    """Records every call of every hook, in order: it implements them all."""
 
     def __init__(self):
         self.calls = []
+
+    @hookimpl
+    def ganforge_register_models(self, register):
+        self.calls.append(("register_models",))
+
+    @hookimpl
+    def ganforge_register_losses(self, register):
+        self.calls.append(("register_losses",))
+
+    @hookimpl
+    def ganforge_register_datasets(self, register):
+        self.calls.append(("register_datasets",))
+
+    @hookimpl
+    def ganforge_register_latents(self, register):
+        self.calls.append(("register_latents",))
+
+    @hookimpl
+    def ganforge_register_metrics(self, register):
+        self.calls.append(("register_metrics",))
+
+    @hookimpl
+    def ganforge_register_optimizers(self, register):
+        self.calls.append(("register_optimizers",))
+
+    @hookimpl
+    def ganforge_register_run_plugins(self, register):
+        self.calls.append(("register_run_plugins",))
+
+    @hookimpl
+    def ganforge_models_built(self, run):
+        self.calls.append(("models_built",))
+
+    @hookimpl
+    def ganforge_discriminator_steps(self):  # a subset of the arguments: the contract allows it
+        self.calls.append(("discriminator_steps",))
+
+    @hookimpl
+    def ganforge_discriminator_transforms(self, run):
+        self.calls.append(("discriminator_transforms",))
+        return []
+
+    @hookimpl
+    def ganforge_inference_generator(self, run):
+        self.calls.append(("inference_generator",))
+
+    @hookimpl
+    def ganforge_real_conditions(self, run, labels):
+        self.calls.append(("real_conditions",))
+        return {}
+
+    @hookimpl
+    def ganforge_log(self, run, step, record):
+        self.calls.append(("log", step))
 
     @hookimpl
     def ganforge_generator_inputs(self, run):
@@ -333,18 +388,28 @@ class Recorder:
 
 def test_hooks_are_called_in_the_documented_order(tmp_path):
     recorder = Recorder()
+    host = make_host(("recorder", recorder))
+    # Registration: once, when the plugin manager is built, in the order of hookspecs.py.
+    assert recorder.calls == [("register_models",), ("register_losses",), ("register_datasets",),
+                              ("register_latents",), ("register_metrics",), ("register_optimizers",),
+                              ("register_run_plugins",)]
+    recorder.calls.clear()
     # 48 images in batches of 16: every third batch starts a new epoch.
-    run_tiny(tmp_path, make_host(("recorder", recorder)), data={"size": 48},
-             train={"steps": 4, "sample_every": 2, "checkpoint_every": 4, "log_every": 4})
+    run_tiny(tmp_path, host, data={"size": 48}, train={"steps": 4, "sample_every": 2, "checkpoint_every": 4,
+                                                        "log_every": 4})
     logs = ["loss/D/adv", "loss/D/total", "loss/G/adv", "loss/G/total"]
-    step = lambda n: [("discriminator_views",), ("discriminator_fake_views",), ("discriminator_loss_terms", n),
-                      ("generator_loss_terms", n), ("step_end", n, logs)]
+    step = lambda n: [("real_conditions",), ("discriminator_views",), ("discriminator_fake_views",),
+                      ("discriminator_loss_terms", n), ("generator_loss_terms", n), ("step_end", n, logs)]
+    samples = lambda n: [("inference_generator",), ("samples", n, (64, 1, 28, 28), f"step_{n:07d}.png", True)]
     assert recorder.calls == [
-        ("generator_inputs",), ("discriminator_heads",), ("train_start", 0),
-        *step(1), *step(2), ("samples", 2, (64, 1, 28, 28), "step_0000002.png", True),
-        *step(3), ("epoch_end", 1), *step(4), ("samples", 4, (64, 1, 28, 28), "step_0000004.png", True),
+        ("generator_inputs",), ("discriminator_heads",), ("models_built",), ("discriminator_steps",),
+        ("discriminator_transforms",), ("train_start", 0),
+        *step(1), *step(2), *samples(2),
+        *step(3), ("epoch_end", 1), *step(4), ("log", 4), *samples(4),
         ("train_end", None),
     ]
+    specified = {name.removeprefix("ganforge_") for name in HOOK_NAMES}
+    assert specified == {call[0] for call in recorder.calls} | {f"register_{kind}" for kind in REGISTRY_KINDS}
 
 
 def test_ganforge_train_start_sees_the_built_run(tmp_path):

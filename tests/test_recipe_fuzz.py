@@ -21,11 +21,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from ganforge.pluginmanager import plugin_specs
 from ganforge.recipe import MAX_INT, SCHEMA, dump_toml
 from ganforge_plugins.augmentation.images import MOVE_DRAWS, MOVE_PRESETS
 from ganforge_plugins.infogan.plugin import DEFAULTS as INFOGAN_DEFAULTS
 
-from .conftest import FUZZ_CASES, assert_one_line_cli_error, invoke, tiny_recipe
+from .conftest import FUZZ_CASES, assert_one_line_cli_error, invoke, make_host, tiny_recipe
 
 # run.out_dir of every case, which must stay empty; made and removed by the fixture below.
 OUT = Path(tempfile.gettempdir()) / f"ganforge-fuzz-{os.getpid()}"
@@ -207,8 +208,27 @@ def bad_infogan_table(draw, recipe):
     recipe["plugins"] = {"infogan": table}
 
 
+# Every checked option of every built-in plugin table, from the specs the core checks them with.
+CHECKED_OPTIONS = [(table, key, option) for table, spec in sorted(plugin_specs(make_host()).items())
+                   for key, option in spec.options.items() if option.checks()]
+VALUES_OF_KIND = {int: st.integers(-(2**40), 2**40), float: st.floats(allow_nan=False, allow_infinity=False),
+                  str: st.text(max_size=12), list: st.lists(st.text(max_size=8), max_size=3)}
+
+
+def refused_by_its_checks(option, value) -> bool:
+    return any(check(value) is not None for check in option.checks())
+
+
+def checked_plugin_option(draw, recipe):
+    """A value of the right type that the option's own declared check refuses."""
+    table, key, option = draw(st.sampled_from(CHECKED_OPTIONS))
+    value = draw(VALUES_OF_KIND[option.kind].filter(lambda value: refused_by_its_checks(option, value)))
+    recipe["plugins"] = {table: {key: value}}
+
+
 MUTATIONS = [wrong_type, unknown_key, unknown_section, section_not_a_table, unknown_name, integer_out_of_range,
-             float_out_of_range, bad_string, huge_integer_anywhere, unknown_plugin_table, bad_infogan_table]
+             float_out_of_range, bad_string, huge_integer_anywhere, unknown_plugin_table, bad_infogan_table,
+             checked_plugin_option]
 # Sections that may go missing (their defaults are used). Not [data]: its default is 20,000 sprites.
 REMOVABLE = ["run", "model", "latent", "train", "loss"]
 

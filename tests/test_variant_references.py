@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from ganforge.plugin_spec import LIPSCHITZ
 from ganforge.training import discriminator_step, train_step
 
 from .conftest import assert_one_line_cli_error, invoke, tiny_recipe, write_recipe
@@ -164,10 +165,10 @@ def test_spectral_norm_with_layer_norms_trains_the_new_layers(tmp_path):
 
 
 def test_spectral_norm_keeping_batch_norm_provides_no_lipschitz_critic_and_wasserstein_is_refused(tmp_path):
-    from ganforge_plugins.objectives.spectral_norm import DEFAULTS, SpectralNorm
+    from ganforge_plugins.objectives.spectral_norm import DEFAULTS, SPEC
 
-    assert SpectralNorm(DEFAULTS).provides == ("lipschitz",)
-    assert SpectralNorm({**DEFAULTS, "normalisation": "keep"}).provides == ()
+    assert SPEC.provided(DEFAULTS) == {LIPSCHITZ}
+    assert SPEC.provided({**DEFAULTS, "normalisation": "keep"}) == set()
 
     def check(**sections):
         return invoke("check", write_recipe(tmp_path / "r.toml", tiny_recipe(tmp_path / "runs", **sections)))

@@ -16,24 +16,19 @@ from __future__ import annotations
 import torch
 
 from ganforge import hookimpl
-from ganforge.errors import RecipeError
+from ganforge.checks import Each, accepting, one_of
+from ganforge.plugin_spec import Option, PluginSpec
 
 from .images import colour, cutout, translate
 
 POLICIES = {"colour": colour, "translation": translate, "cutout": cutout}
-DEFAULTS = {"policy": ["colour", "translation", "cutout"]}
 
 
 class DiffAugment:
+    """The policy's changes, applied in order to every image D sees; ``order = -10``: first."""
+
     def __init__(self, settings: dict):
-        policy = settings["policy"]
-        for index, name in enumerate(policy):
-            if name not in POLICIES:
-                raise RecipeError(f"must be one of {', '.join(map(repr, POLICIES))}, got {name!r}",
-                                  key=f"policy[{index}]")
-        if not policy:
-            raise RecipeError("must name at least one change: colour, translation, cutout", key="policy")
-        self.policy = [POLICIES[name] for name in policy]
+        self.policy = [POLICIES[name] for name in settings["policy"]]
 
     @hookimpl
     def ganforge_discriminator_transforms(self, run):
@@ -47,6 +42,18 @@ class DiffAugment:
         return images
 
 
+@accepting("not empty")
+def names_a_change(policy: list) -> str | None:
+    return None if policy else f"must name at least one change: {', '.join(POLICIES)}"
+
+
+SPEC = PluginSpec(
+    "diffaugment", DiffAugment, doc="the same random changes to real and generated images before D (Zhao et al. 2020)",
+    options={"policy": Option(["colour", "translation", "cutout"], "the changes, in order",
+                              (names_a_change, Each(one_of(*POLICIES))))})
+DEFAULTS = SPEC.defaults()
+
+
 @hookimpl
 def ganforge_register_run_plugins(register):
-    register("diffaugment", DiffAugment, defaults=DEFAULTS)
+    register(SPEC)

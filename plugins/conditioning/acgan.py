@@ -14,17 +14,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from ganforge import hookimpl
+from ganforge.checks import non_negative
 from ganforge.losses import LossTerm
+from ganforge.plugin_spec import Option, PluginSpec
 
-from .labels import LABEL, LabelledVariant
-
-DEFAULTS = {"classes": 10, "weight": 1.0}
+from .labels import CLASSES_OPTION, LABEL, LABEL_CAPABILITY, LabelledVariant
 HEAD = "classifier"
 
 
 class ACGAN(LabelledVariant):
     name = "acgan"
-    conflicts = {"conditional": "both add the class label as a generator input; pick one of them"}
 
     def __init__(self, settings: dict):
         super().__init__(settings)
@@ -46,6 +45,13 @@ class ACGAN(LabelledVariant):
                          self.weight)]
 
 
+SPEC = PluginSpec("acgan", ACGAN, {"classes": CLASSES_OPTION,
+                                    "weight": Option(1.0, "the class losses' weight, in D and in G", non_negative)},
+                  doc="the label as a generator input, a classifier head and its cross-entropy (Odena et al. 2017)",
+                  **LABEL_CAPABILITY)
+DEFAULTS = SPEC.defaults()
+
+
 @hookimpl
 def ganforge_register_run_plugins(register):
-    register("acgan", ACGAN, defaults=DEFAULTS)
+    register(SPEC)

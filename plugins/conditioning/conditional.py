@@ -14,10 +14,9 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl
+from ganforge.plugin_spec import CLASS_LABEL, PluginSpec
 
-from .labels import LABEL, LabelledVariant, generated_class_accuracy
-
-DEFAULTS = {"classes": 10}
+from .labels import CLASSES_OPTION, LABEL, LABEL_CAPABILITY, LabelledVariant, generated_class_accuracy
 
 
 class Projection(nn.Module):
@@ -43,15 +42,20 @@ class Conditional(LabelledVariant):
 
 
 def class_accuracy(run, settings) -> dict[str, float]:
-    plugin = run.plugins.get("conditional") or run.plugins.get("acgan")
-    if plugin is None:
-        return {}
-    return generated_class_accuracy(run, settings, plugin.classes)
+    """For a run whose generator takes a class label, from whichever plugin feeds it."""
+    feeding = run.provider(CLASS_LABEL)
+    return generated_class_accuracy(run, settings, feeding.classes) if feeding else {}
+
+
+SPEC = PluginSpec("conditional", Conditional, {"classes": CLASSES_OPTION},
+                  doc="the class label as a generator input, a projection discriminator (Miyato and Koyama 2018)",
+                  **LABEL_CAPABILITY)
+DEFAULTS = SPEC.defaults()
 
 
 @hookimpl
 def ganforge_register_run_plugins(register):
-    register("conditional", Conditional, defaults=DEFAULTS)
+    register(SPEC)
 
 
 @hookimpl

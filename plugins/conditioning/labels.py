@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl
+from ganforge.checks import between
 from ganforge.errors import RecipeError
+from ganforge.plugin_spec import CLASS_LABEL, Option
 
 LABEL = "label"  # the generator input, and the condition key
 MAX_CLASSES = 100_000
@@ -21,7 +23,7 @@ class LabelledVariant:
     name = ""
 
     def __init__(self, settings: dict):
-        self.classes = check_classes(settings["classes"])
+        self.classes = settings["classes"]
 
     @hookimpl
     def ganforge_generator_inputs(self, run):
@@ -37,10 +39,10 @@ class LabelledVariant:
         save_class_grid(run, step, path.parent)
 
 
-def check_classes(classes: int) -> int:
-    if not 2 <= classes <= MAX_CLASSES:
-        raise RecipeError(f"must be from 2 to {MAX_CLASSES}, got {classes}", key="classes")
-    return classes
+#: What both variants declare: the label fed to G, which one plugin at a time may do.
+CLASSES_OPTION = Option(10, "how many classes the label has (at least the dataset's)", between(2, MAX_CLASSES))
+LABEL_CAPABILITY = {"provides": frozenset({CLASS_LABEL}),
+                    "conflicts": {CLASS_LABEL: "both add the class label as a generator input; pick one of them"}}
 
 
 def label_input(run, classes: int, plugin: str):

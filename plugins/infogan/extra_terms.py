@@ -27,49 +27,53 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ganforge.checks import accepting
 from ganforge.errors import RecipeError
 from ganforge.latents import LatentDistribution
 from ganforge.losses import LossTerm
 from ganforge.models import frozen_batch_statistics
+from ganforge.plugin_spec import Option
 
 from ..augmentation.images import MOVE_DRAWS, MOVE_LIMITS, MOVE_PRESETS, Moves, jitter_with_draws
 
 if TYPE_CHECKING:
     from .plugin import CodeSpec, InfoGAN
 
-DEFAULTS = {
-    # Weight of the mutual information between real images and Q's categorical prediction,
-    # H(mean p) - mean H(p), maximised on each real batch; 0: off (the paper has no such term).
-    "real_info_weight": 0.0,
-    # Weight of the agreement between Q's categorical prediction on a real image and on a slightly
-    # moved copy; 0: off.
-    "consistency_weight": 0.0,
-    # Which moves the consistency term makes: a preset named for the kind of data (handwriting,
-    # clothing, sprites, none; docs/results.md says which fits which data and why) ...
-    "moves": "handwriting",
-    # ... with explicit values in place of the preset's: move_values = { shear = 0.6, flip = 0.5 }
-    # (moves = "none" and a full table: only the moves named).
-    "move_values": {},
-    # Continuous codes tied to a move: Q's prediction of the code on a moved real image must be its
-    # prediction on the plain image plus the move's draw (from -1 to 1 over the move's range), so
-    # the code comes to mean that move: code_moves = { slant = "shear", width = "stretch" }. The
-    # moves are degrees, scale, shear, stretch, shift_x, shift_y, thickness, brightness and blur; {}: off.
-    "code_moves": {},
-    # Weight of that squared error, summed over the codes tied to a move. On twelve MNIST seeds, 0.3
-    # gave both codes their moves on 10 and kept the categories on all (0.1: 5 of 8; docs/results.md).
-    "code_move_weight": 0.3,
-    # Whether that term also trains D's shared trunk, not Q's head alone. On MNIST the trunk learnt
-    # to read slant and width and the categories split a pair of digits on 3 of 11 runs; on
-    # sprites the trunk's share is what lifts MIG (docs/results.md).
-    "code_move_trunk": False,
-    # Weight of each categorical code's information term on a moved copy of the fakes (the same
-    # set of moves), in D's objective and G's: Q must read the category from a moved G(z, c), so G
-    # cannot carry it in what a move changes (how light a garment is, how slanted a digit); 0: off.
-    "moved_fake_weight": 0.0,
-    # Steps trained before that term starts (0: from the first). Until then the term adds nothing,
-    # so the categories form as they do untied (with the consistency term on, as in the MNIST
-    # recipes, exactly so: the same moved images are drawn either way).
-    "code_move_after": 0,
+@accepting(">= 0")
+def steps(value: int) -> str | None:
+    return None if value >= 0 else "must be a number of steps >= 0"
+
+
+@accepting("0 to 1e6, 0: off")
+def weight(value: float) -> str | None:
+    return None if 0 <= value < 1e6 else "must be a number >= 0 (0: off)"
+
+
+OPTIONS = {
+    "real_info_weight": Option(0.0, "weight of the mutual information between real images and Q's categorical"
+                               " prediction, H(mean p) - mean H(p), maximised on each real batch; 0: off (the paper"
+                               " has no such term)", weight),
+    "consistency_weight": Option(0.0, "weight of the agreement between Q's categorical prediction on a real image"
+                                 " and on a slightly moved copy; 0: off", weight),
+    "moves": Option("handwriting", "which moves the consistency term makes: a preset named for the kind of data"
+                    " (handwriting, clothing, sprites, none; docs/results.md says which fits which data)"),
+    "move_values": Option({}, "explicit values in place of the preset's: { shear = 0.6, flip = 0.5 } (with"
+                          ' moves = "none": only the moves named)'),
+    "code_moves": Option({}, "continuous codes tied to a move: Q's prediction of the code on a moved real image"
+                         " must be its prediction on the plain image plus the move's draw, so the code comes to"
+                         " mean that move: { slant = \"shear\", width = \"stretch\" }; {}: off"),
+    # On twelve MNIST seeds, 0.3 gave both codes their moves on 10 and kept the categories on all
+    # (0.1: 5 of 8; docs/results.md).
+    "code_move_weight": Option(0.3, "weight of that squared error, summed over the codes tied to a move", weight),
+    # On MNIST the trunk learnt to read slant and width and the categories split a pair of digits
+    # on 3 of 11 runs; on sprites the trunk's share is what lifts MIG (docs/results.md).
+    "code_move_trunk": Option(False, "whether that term also trains D's shared trunk, not Q's head alone"),
+    "moved_fake_weight": Option(0.0, "weight of each categorical code's information term on a moved copy of the"
+                                " fakes, in D's objective and G's: G cannot carry the category in what a move"
+                                " changes; 0: off", weight),
+    # Until then the term adds nothing, so the categories form as they do untied (with the
+    # consistency term on, exactly so: the same moved images are drawn either way).
+    "code_move_after": Option(0, "steps trained before the code-move term starts (0: from the first)", steps),
 }
 MOVES_STREAM = "infogan/moves"  # the consistency term's random moves
 MOVED_VIEW = "infogan/moved"  # the moved real batch D sees for the consistency term
@@ -108,27 +112,19 @@ def parse_code_moves(code_moves: dict, specs: list[CodeSpec], moves: Moves) -> d
     return dict(code_moves)
 
 
-def checked_weight(settings: dict, key: str) -> float:
-    if not 0 <= settings[key] < 1e6:
-        raise RecipeError(f"must be a number >= 0 (0: off), got {settings[key]}", key=key)
-    return float(settings[key])
-
-
 class ExtraTerms:
     """The terms above, made from the ``[plugins.infogan]`` table. They read the codes and Q's
     predictions through ``infogan``, the paper's plugin that owns both, and hold no per-step state."""
 
     def __init__(self, settings: dict, infogan: InfoGAN):
         self.infogan = infogan
-        self.real_info_weight = checked_weight(settings, "real_info_weight")
-        self.consistency_weight = checked_weight(settings, "consistency_weight")
-        self.moved_fake_weight = checked_weight(settings, "moved_fake_weight")
+        self.real_info_weight = float(settings["real_info_weight"])
+        self.consistency_weight = float(settings["consistency_weight"])
+        self.moved_fake_weight = float(settings["moved_fake_weight"])
         self.moves = parse_moves(settings["moves"], settings["move_values"])
         self.code_moves = parse_code_moves(settings["code_moves"], infogan.specs, self.moves)
-        self.code_move_weight = checked_weight(settings, "code_move_weight")
+        self.code_move_weight = float(settings["code_move_weight"])
         self.code_move_trunk = settings["code_move_trunk"]
-        if settings["code_move_after"] < 0:
-            raise RecipeError(f"must be a number of steps >= 0, got {settings['code_move_after']}", key="code_move_after")
         self.code_move_after = settings["code_move_after"]
 
     def check_code(self, name: str, code: LatentDistribution) -> None:

@@ -8,6 +8,7 @@ from torch import nn
 
 from ganforge import hookimpl
 from ganforge.data import to_model_range
+from ganforge.plugin_spec import CODE_READER
 
 from ..metrics.clustering import contingency, matched_accuracy, normalized_mutual_information, purity
 
@@ -16,7 +17,7 @@ EVAL_BATCH = 500
 
 def categorical_clustering(run, data) -> dict[str, float]:
     """For each categorical code: Q's argmax on the real images against the main label."""
-    plugin = run.plugins.get("infogan")
+    plugin = run.provider(CODE_READER)
     label = data.main_label
     if plugin is None or label is None:
         return {}
@@ -44,7 +45,7 @@ def generated_category_agreement(run, settings) -> dict[str, float]:
     as usual), classified by the feature network; matched accuracy and NMI of the categories
     against its classes. Complements Q's accuracy on real images: it asks whether G draws one
     class per category, not whether Q reads one."""
-    plugin = run.plugins.get("infogan")
+    plugin = run.provider(CODE_READER)
     categorical = {name: code for name, code in (plugin.codes.items() if plugin else ()) if code.kind == "categorical"}
     if not categorical:
         return {}

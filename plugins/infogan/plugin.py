@@ -24,30 +24,34 @@ import torch
 from torch import nn
 
 from ganforge import hookimpl
+from ganforge.checks import accepting, between
 from ganforge.errors import RecipeError
 from ganforge.latents import LatentDistribution
 from ganforge.losses import LossTerm
 from ganforge.models import DiscriminatorOutput, unwrap
+from ganforge.plugin_spec import CODE_READER, Option, PluginSpec
 from ganforge.traversal import save_traversal
 
-from .extra_terms import DEFAULTS as EXTRA_TERM_DEFAULTS
+from .extra_terms import OPTIONS as EXTRA_TERM_OPTIONS
 from .extra_terms import ExtraTerms
 
-DEFAULTS = {
-    # Each code: { name, dist, size, weight, ...options for the distribution }.
-    "codes": [],
-    # Width of Q's hidden layer: the paper's FC128-BN-lReLU-FC.
-    "q_hidden": 128,
-    # Give the categorical codes and the other codes a Q hidden layer each (two FC-BN-lReLU-FC on
-    # the shared features), so that a term on the continuous codes (code_moves) does not reshape
-    # the layer the categories are read from; false: one layer for all, as in the paper.
-    "q_split": False,
-    # Learning rate of the Q head; 0 trains it at train.d_lr with the rest of the discriminator.
-    "q_lr": 0.0,
-    # Also write a traversal grid per code at every sample cadence (always at the end).
-    "traverse_every_sample": True,
+
+@accepting("[0, 1)")
+def q_rate(value: float) -> str | None:
+    return None if 0 <= value < 1 else "must be in [0, 1) (0: train.d_lr)"
+
+
+OPTIONS = {
+    "codes": Option([], "each code: { name, dist, size, weight, ...options for the distribution }"),
+    "q_hidden": Option(128, "width of Q's hidden layer: the paper's FC128-BN-lReLU-FC", between(1, 65536)),
+    # So that a term on the continuous codes (code_moves) does not reshape the layer the
+    # categories are read from.
+    "q_split": Option(False, "a Q hidden layer for the categorical codes and one for the others; false: one for"
+                      " all, as in the paper"),
+    "q_lr": Option(0.0, "learning rate of the Q head; 0 trains it at train.d_lr with the rest of D", q_rate),
+    "traverse_every_sample": Option(True, "write a traversal grid per code at every sample cadence (always at the end)"),
     # The terms beyond the paper: their weights, moves and codes tied to moves.
-    **EXTRA_TERM_DEFAULTS,
+    **EXTRA_TERM_OPTIONS,
 }
 CODE_KEYS = ("name", "dist", "size", "weight")
 HEAD = "q"
@@ -139,13 +143,8 @@ class InfoGAN:
 
     def __init__(self, settings: dict):
         self.specs = parse_codes(settings["codes"])
-        hidden = settings["q_hidden"]
-        if not 1 <= hidden <= 65536:
-            raise RecipeError(f"must be from 1 to 65536, got {hidden}", key="q_hidden")
-        self.hidden = hidden
+        self.hidden = settings["q_hidden"]
         self.q_split = settings["q_split"]
-        if not 0 <= settings["q_lr"] < 1:
-            raise RecipeError(f"must be in [0, 1) (0: train.d_lr), got {settings['q_lr']}", key="q_lr")
         self.q_lr = settings["q_lr"]
         self.traverse_every_sample = settings["traverse_every_sample"]
         self.extra_terms = ExtraTerms(settings, self)
@@ -250,6 +249,11 @@ class InfoGAN:
             discriminator.train(was_training)
 
 
+SPEC = PluginSpec("infogan", InfoGAN, OPTIONS, doc="latent codes, a Q head and the information loss (Chen et al. 2016)",
+                  provides=frozenset({CODE_READER}))
+DEFAULTS = SPEC.defaults()
+
+
 @hookimpl
 def ganforge_register_run_plugins(register):
-    register("infogan", InfoGAN, defaults=DEFAULTS)
+    register(SPEC)

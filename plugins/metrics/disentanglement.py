@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from ganforge import hookimpl
+from ganforge.plugin_spec import CODE_READER
 
 BINS = 20
 
@@ -76,7 +77,7 @@ def q_readings(run, plugin, data, batch: int = 500, discretised: bool = True) ->
 
 
 def mig(run, data, settings) -> dict[str, float]:
-    plugin = run.plugins.get("infogan")
+    plugin = run.provider(CODE_READER)
     if plugin is None or len(data.labels) < 2:
         return {}  # needs codes, and several known factors
     readings = q_readings(run, plugin, data)
@@ -135,7 +136,7 @@ def factorvae_score(representation: torch.Tensor, factors: dict[str, torch.Tenso
 
 
 def factorvae(run, data, settings) -> dict[str, float]:
-    plugin = run.plugins.get("infogan")
+    plugin = run.provider(CODE_READER)
     if plugin is None or len(data.labels) < 2:
         return {}
     readings = q_readings(run, plugin, data, discretised=False)

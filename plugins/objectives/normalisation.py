@@ -10,22 +10,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from ganforge.errors import RecipeError
-
 NORMALISATIONS = ("layer", "instance", "none")
 
 
-def checked_normalisation(settings: dict, choices: tuple[str, ...] = NORMALISATIONS) -> str:
-    """A plugin's ``normalisation`` option, refused with the choices unless it is one of them."""
-    kind = settings["normalisation"]
-    if kind not in choices:
-        raise RecipeError(f"must be one of {', '.join(map(repr, choices))}, got {kind!r}", key="normalisation")
-    return kind
-
-
 def per_sample_discriminator(run, kind: str, plugin: str, why: str) -> None:
-    """Replace D's batch norms by ``kind`` in ``ganforge_models_built``, rebuild its optimizer
-    groups (the new layers have new parameters) and say so in ``ganforge check``. Harmless when
+    """Replace D's batch norms by ``kind`` in ``ganforge_models_built`` and say so in ``ganforge
+    check``. D's optimizer groups are made afresh, in the layers' order, so that checkpoints keep
+    the layout they always had (the core would otherwise complete them itself). Harmless when
     another plugin did it first: there is then no batch norm left to replace, and nothing to say."""
     replaced = replace_batch_norms(run.discriminator, kind)
     if replaced:

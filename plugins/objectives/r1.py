@@ -16,13 +16,18 @@ others find none left.
 from __future__ import annotations
 
 from ganforge import hookimpl
-from ganforge.errors import RecipeError
+from ganforge.checks import at_least, one_of, positive
 from ganforge.losses import LossTerm
+from ganforge.plugin_spec import Option, PluginSpec
 
-from .normalisation import checked_normalisation, per_sample_discriminator
+from .normalisation import NORMALISATIONS, per_sample_discriminator
 from .penalties import gradient_norms, refuse_compiled_networks
 
-DEFAULTS = {"gamma": 10.0, "every": 16, "normalisation": "layer"}
+OPTIONS = {
+    "gamma": Option(10.0, "the penalty's weight: gamma / 2 * |grad D|^2", positive),
+    "every": Option(16, "computed every this many steps, scaled by it (1: each step)", at_least(1)),
+    "normalisation": Option("layer", '"layer", "instance" or "none": what replaces D\'s batch norms (a per-sample penalty needs per-sample outputs)', one_of(*NORMALISATIONS)),
+}
 
 
 class GradientPenalty:
@@ -32,12 +37,8 @@ class GradientPenalty:
     name = "r1"
 
     def __init__(self, settings: dict):
-        if settings["gamma"] <= 0:
-            raise RecipeError(f"must be greater than 0, got {settings['gamma']}", key="gamma")
-        if settings["every"] < 1:
-            raise RecipeError(f"must be 1 or more, got {settings['every']}", key="every")
         self.gamma, self.every = settings["gamma"], settings["every"]
-        self.normalisation = checked_normalisation(settings)
+        self.normalisation = settings["normalisation"]
 
     @hookimpl
     def ganforge_models_built(self, run):
@@ -55,6 +56,9 @@ class GradientPenalty:
         return [LossTerm(self.name, (norms**2).mean() * (self.gamma / 2 * self.every))]
 
 
+DEFAULTS = {name: option.default for name, option in OPTIONS.items()}
+
+
 class R2(GradientPenalty):
     on = "fake"
     name = "r2"
@@ -62,5 +66,5 @@ class R2(GradientPenalty):
 
 @hookimpl
 def ganforge_register_run_plugins(register):
-    register("r1", GradientPenalty, defaults=DEFAULTS)
-    register("r2", R2, defaults=DEFAULTS)
+    register(PluginSpec("r1", GradientPenalty, OPTIONS, doc="R1: a lazy gradient penalty on real images"))
+    register(PluginSpec("r2", R2, OPTIONS, doc="R2: a lazy gradient penalty on generated images"))

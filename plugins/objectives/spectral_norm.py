@@ -22,10 +22,11 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ganforge import hookimpl
+from ganforge.checks import one_of
+from ganforge.plugin_spec import LIPSCHITZ, Option, PluginSpec
 
-from .normalisation import NORMALISATIONS, checked_normalisation, per_sample_discriminator
+from .normalisation import NORMALISATIONS, per_sample_discriminator
 
-DEFAULTS = {"generator": False, "heads": True, "normalisation": "none"}
 KEEP = "keep"
 LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
@@ -42,9 +43,7 @@ def normalise(module: nn.Module) -> int:
 class SpectralNorm:
     def __init__(self, settings: dict):
         self.generator, self.heads = settings["generator"], settings["heads"]
-        self.normalisation = checked_normalisation(settings, (*NORMALISATIONS, KEEP))
-        # Read by check before the models are built: a D that keeps batch norm is not Lipschitz.
-        self.provides = () if self.normalisation == KEEP else ("lipschitz",)
+        self.normalisation = settings["normalisation"]
 
     @hookimpl
     def ganforge_models_built(self, run):
@@ -61,6 +60,23 @@ class SpectralNorm:
         run.note(f"spectral-norm: {' and '.join(notes)} spectrally normalised")
 
 
+def provided(settings: dict) -> frozenset[str]:
+    """`lipschitz`, unless `normalisation = "keep"`: a D that keeps its batch norms is not Lipschitz"""
+    return frozenset() if settings["normalisation"] == KEEP else frozenset({LIPSCHITZ})
+
+
+SPEC = PluginSpec(
+    "spectral-norm", SpectralNorm, doc="every D layer divided by its largest singular value (Miyato et al. 2018)",
+    options={
+        "generator": Option(False, "normalise the generator's layers too (SAGAN, BigGAN)"),
+        "heads": Option(True, "normalise the discriminator's heads too"),
+        "normalisation": Option("none", '"none" removes D\'s batch norms, "layer"/"instance" swap them, "keep" keeps'
+                                " them (then D is not Lipschitz)", one_of(*NORMALISATIONS, KEEP)),
+    },
+    provides=provided)
+DEFAULTS = SPEC.defaults()
+
+
 @hookimpl
 def ganforge_register_run_plugins(register):
-    register("spectral-norm", SpectralNorm, defaults=DEFAULTS)
+    register(SPEC)

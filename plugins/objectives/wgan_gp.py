@@ -16,33 +16,26 @@ from __future__ import annotations
 import torch
 
 from ganforge import hookimpl
-from ganforge.errors import RecipeError
+from ganforge.checks import between, one_of, positive
 from ganforge.losses import LossTerm
+from ganforge.plugin_spec import LIPSCHITZ, Option, PluginSpec
 
-from .normalisation import checked_normalisation, per_sample_discriminator
+from .normalisation import NORMALISATIONS, per_sample_discriminator
 from .penalties import gradient_norms, refuse_compiled_networks
 
-DEFAULTS = {"weight": 10.0, "critic_steps": 5, "normalisation": "layer"}
 STREAM = "wgan-gp/interpolation"
 
 
 class WGANGP:
-    provides = ("lipschitz",)
+    """The gradient penalty, its critic steps and the critic's normalisation."""
 
     def __init__(self, settings: dict):
-        if settings["weight"] <= 0:
-            raise RecipeError(f"must be greater than 0, got {settings['weight']}", key="weight")
-        if not 1 <= settings["critic_steps"] <= 100:
-            raise RecipeError(f"must be from 1 to 100, got {settings['critic_steps']}", key="critic_steps")
         self.weight = settings["weight"]
         self.critic_steps = settings["critic_steps"]
-        self.normalisation = checked_normalisation(settings)
+        self.normalisation = settings["normalisation"]
 
     @hookimpl
     def ganforge_models_built(self, run):
-        if run.recipe.loss.name != "wasserstein":
-            raise RecipeError(f"wgan-gp trains a Wasserstein critic: set loss.name = \"wasserstein\""
-                              f" (got {run.recipe.loss.name!r})", key="loss.name")
         refuse_compiled_networks(run, "wgan-gp")
         per_sample_discriminator(run, self.normalisation, "wgan-gp", "the gradient penalty is per sample")
 
@@ -63,6 +56,17 @@ class WGANGP:
         return [LossTerm("gradient_penalty", ((norms - 1) ** 2).mean(), self.weight)]
 
 
+SPEC = PluginSpec(
+    "wgan-gp", WGANGP, doc="the Wasserstein critic's gradient penalty (Gulrajani et al. 2017)",
+    options={
+        "weight": Option(10.0, "the penalty's weight, lambda", positive),
+        "critic_steps": Option(5, "critic updates per generator update (train.d_steps overrides)", between(1, 100)),
+        "normalisation": Option("layer", '"layer", "instance" or "none": what replaces D\'s batch norms (a per-sample penalty needs per-sample outputs)', one_of(*NORMALISATIONS)),
+    },
+    provides=frozenset({LIPSCHITZ}), losses=("wasserstein",))
+DEFAULTS = SPEC.defaults()
+
+
 @hookimpl
 def ganforge_register_run_plugins(register):
-    register("wgan-gp", WGANGP, defaults=DEFAULTS)
+    register(SPEC)

@@ -25,16 +25,15 @@ import copy
 import torch
 
 from ganforge import hookimpl
-from ganforge.errors import RecipeError
+from ganforge.checks import open_interval
 from ganforge.models import unwrap
-
-DEFAULTS = {"decay": 0.999, "warmup": True}
+from ganforge.plugin_spec import Option, PluginSpec
 
 
 class EMA:
+    """The average, updated after every step and offered for every picture and metric."""
+
     def __init__(self, settings: dict):
-        if not 0 < settings["decay"] < 1:
-            raise RecipeError(f"must be between 0 and 1, got {settings['decay']}", key="decay")
         self.decay, self.warmup = settings["decay"], settings["warmup"]
         self.run = None
         self._average: torch.nn.Module | None = None
@@ -81,6 +80,16 @@ class EMA:
         self.average.load_state_dict(state["average"])
 
 
+SPEC = PluginSpec(
+    "ema", EMA, doc="a moving average of G's weights for samples, load_generator and ganforge eval",
+    options={
+        "decay": Option(0.999, "how much of the average each step keeps", open_interval(0, 1)),
+        "warmup": Option(True, "a smaller decay at first: min(decay, (1 + t) / (10 + t)) at step t"),
+    },
+    stateful=True)
+DEFAULTS = SPEC.defaults()
+
+
 @hookimpl
 def ganforge_register_run_plugins(register):
-    register("ema", EMA, defaults=DEFAULTS)
+    register(SPEC)

@@ -18,10 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ganforge.errors import RecipeError
+from ganforge.checks import path_text
 from ganforge.hookspecs import hookimpl
+from ganforge.plugin_spec import Option, PluginSpec
 from ganforge.traversal import traversal_latents
 
-DEFAULTS = {"logdir": "", "images": True}
 SPEED = ("images_per_s", "eval_seconds")
 
 
@@ -76,6 +77,17 @@ class TensorBoard:
             self.writer = None
 
 
+SPEC = PluginSpec(
+    "tensorboard", TensorBoard, doc="the training figures, samples and traversals as TensorBoard logs",
+    options={
+        # Where and what is logged never changes what is trained: a resumed run may change both.
+        "logdir": Option("", 'the log folder ("": the run\'s tensorboard/)', path_text, changes_training=False),
+        "images": Option(True, "log sample grids and traversals too", changes_training=False),
+    },
+    changes_training=False)
+DEFAULTS = SPEC.defaults()
+
+
 @hookimpl
 def ganforge_register_run_plugins(register):
-    register("tensorboard", TensorBoard, defaults=DEFAULTS)
+    register(SPEC)
