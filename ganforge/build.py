@@ -100,8 +100,11 @@ def _set_up_models(run: Run, data: ImageData | None, image_shape: tuple[int, int
     _switch_on_plugins(run)
     loss_name = run.recipe.loss.name
     run.loss = run.host.losses.get(loss_name)
-    refused = combination_error(loss_name, run.loss, {name: (run.specs[name], run.recipe.plugins[name], plugin)
-                                                      for name, plugin in run.plugins.items()})
+    tables = {name: (run.specs[name], run.recipe.plugins[name], plugin) for name, plugin in run.plugins.items()}
+    # A plugin registered through its entry point may say what it provides in an attribute.
+    elsewhere = frozenset(need for plugin in run.host.pm.get_plugins() if plugin not in run.plugins.values()
+                          for need in getattr(plugin, "provides", ()) if isinstance(need, str))
+    refused = combination_error(loss_name, run.loss, tables, elsewhere)
     if refused:
         raise RecipeError(refused[1], key=refused[0])
     if image_shape is None:

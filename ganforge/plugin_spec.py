@@ -146,14 +146,15 @@ def legacy_spec(name: str, factory: Callable[[dict], Any], defaults: dict | None
                       declared=False)
 
 
-def combination_error(loss_name: str, loss: Any, switched_on: Mapping[str, tuple[PluginSpec, dict, Any]]
-                      ) -> tuple[str, str] | None:
+def combination_error(loss_name: str, loss: Any, switched_on: Mapping[str, tuple[PluginSpec, dict, Any]],
+                      elsewhere: frozenset[str] = frozenset()) -> tuple[str, str] | None:
     """Why the recipe's objective and plugins cannot train together, as ``(key, message)``, or
-    ``None``. ``switched_on`` maps each table to its spec, settings and object. One place for
-    every rule: an objective's ``requires`` (a loss attribute), a plugin's ``losses``,
-    ``requires`` and ``conflicts``."""
+    ``None``. ``switched_on`` maps each table to its spec, settings and object; ``elsewhere`` is
+    what plugins outside any table provide (a ``provides`` attribute on a plugin registered
+    through its entry point, as before specs). One place for every rule: an objective's
+    ``requires`` (a loss attribute), a plugin's ``losses``, ``requires`` and ``conflicts``."""
     provided = {name: spec.provided(settings, made) for name, (spec, settings, made) in switched_on.items()}
-    everything = frozenset().union(*provided.values()) if provided else frozenset()
+    everything = frozenset(elsewhere).union(*provided.values())
     for need, why in getattr(loss, "requires", {}).items():
         if need not in everything:
             return "loss.name", f"{loss_name!r} {why}"
