@@ -161,10 +161,17 @@ def _collect_inputs(run: Run) -> None:
 def _build_models(run: Run) -> None:
     recipe, host = run.recipe, run.host
     entry = host.models.entry(recipe.model.name)
+    options = recipe.model.options  # only when given: a family that takes none keeps working
     try:
-        generator, trunk = host.guarded(entry.plugin, entry.value, image_shape=run.image_shape, input_dim=run.input_dim)
+        generator, trunk = host.guarded(entry.plugin, entry.value, image_shape=run.image_shape, input_dim=run.input_dim,
+                                        **options)
     except RecipeError as error:
         raise RecipeError(error.detail, key=error.key or "model.name") from None
+    except PluginError as error:
+        if not (options and isinstance(error.__cause__, TypeError) and "keyword" in str(error.__cause__)):
+            raise
+        raise RecipeError(f"{recipe.model.name} does not take these options ({', '.join(options)}):"
+                          f" {error.__cause__}", key="model.options") from None
     if not isinstance(trunk, Discriminator):
         raise PluginError(f"model {host.origin(host.models, recipe.model.name)} built a"
                           f" {type(trunk).__name__}, not a ganforge.models.Discriminator")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shlex
 from pathlib import Path
@@ -121,6 +122,7 @@ def check_resumable(stored: dict, recipe: Recipe, force: bool, console: Console,
                     specs: dict[str, PluginSpec] | None = None) -> None:
     """Refuse (or with ``force``, warn about) changes to keys that change what is trained."""
     resumable = RESUMABLE_CHANGES | resumable_keys(specs or {})
+    stored = with_core_defaults(stored)
     changed = [key for key in _differing_keys(stored, recipe.to_dict()) if key not in resumable]
     if not changed:
         return
@@ -131,6 +133,18 @@ def check_resumable(stored: dict, recipe: Recipe, force: bool, console: Console,
     current = recipe.to_dict()
     changes = ", ".join(f"{key} ({_lookup(stored, key)!r} -> {_lookup(current, key)!r})" for key in changed)
     console.print(f"warning: resuming with a changed recipe: {changes}", highlight=False, markup=False)
+
+
+def with_core_defaults(stored: dict) -> dict:
+    """A stored recipe with the core keys added since it was written at their defaults, which
+    train as the run did: a checkpoint from before a key existed resumes."""
+    filled = {section: dict(values) if isinstance(values, dict) else values for section, values in stored.items()}
+    for section, fields in SCHEMA.items():
+        table = filled.setdefault(section, {})
+        if isinstance(table, dict):
+            for key, field in fields.items():
+                table.setdefault(key, copy.deepcopy(field.default))
+    return filled
 
 
 def _lookup(values: dict, dotted: str):

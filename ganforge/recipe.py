@@ -66,6 +66,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "model": {
         "name": Field("dcgan", str, registry="models"),
+        "options": Field({}, dict),  # passed to the model family's build as keywords (resnet: g_width, d_width)
     },
     "latent": {
         "noise": Field("normal", str, registry="latents"),

@@ -35,7 +35,7 @@ FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck
 COMMANDS = ("check", "run")
 BASE = tiny_recipe(OUT, train={"steps": 2, "log_every": 1, "sample_every": 2, "checkpoint_every": 2})
 REGISTRY_KEYS = {("model", "name"), ("data", "name"), ("loss", "name"), ("latent", "noise")}
-KNOWN_NAMES = {"dcgan", "dcgan-28", "hinge", "least-squares", "minimax", "non-saturating", "wasserstein", "shapes",
+KNOWN_NAMES = {"dcgan", "dcgan-28", "resnet", "hinge", "least-squares", "minimax", "non-saturating", "wasserstein", "shapes",
                "mnist", "fashion-mnist", "cifar10", "image-folder", "normal", "uniform", "gaussian", "categorical",
                "bernoulli", "vonmises"}
 # Integers outside each key's allowed range (the schema's checks, and 32 bits for every integer).
