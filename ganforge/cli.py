@@ -142,12 +142,16 @@ def sample(checkpoint: Path = typer.Argument(..., help="A checkpoint, e.g. runs/
            n: int | None = typer.Option(None, "--n", min=1, max=4096,
                                            help="How many images (default 64), or traversal rows (default 10)."),
            seed: int = typer.Option(0, "--seed", min=0, help="Seed for the latents."),
-           traverse: str | None = typer.Option(None, "--traverse", help="Sweep this code: N rows, one column per value.")):
+           traverse: str | None = typer.Option(None, "--traverse", help="Sweep this code: N rows, one column per value."),
+           truncation: float | None = typer.Option(None, "--truncation",
+                                                    help="Draw a normal noise z within this many standard deviations"
+                                                         " of 0 (the truncation trick; e.g. 0.5).")):
     """Draw a grid of samples from a checkpoint, or a traversal of one code."""
     from .launch import sample_checkpoint
 
     with reporting():
-        sample_checkpoint(checkpoint, out, n or (64 if traverse is None else 10), seed, traverse, host=plugin_host())
+        sample_checkpoint(checkpoint, out, n or (64 if traverse is None else 10), seed, traverse, host=plugin_host(),
+                          truncation=truncation)
         console.print(f"wrote {out}", highlight=False)
 
 

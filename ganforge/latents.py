@@ -52,6 +52,13 @@ class LatentDistribution(ABC):
     def sample(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
         """``n`` samples of shape (n, input_dim), drawn with ``generator`` (on the CPU, then moved)."""
 
+    def sample_truncated(self, n: int, threshold: float, generator: torch.Generator,
+                         device: torch.device | str = "cpu") -> torch.Tensor:
+        """``n`` samples with every value within ``threshold`` of the prior's centre, for the
+        truncation trick (Brock et al. 2019: fidelity for variety at sampling time). A
+        distribution without a natural truncation says so."""
+        raise NotImplementedError(f"{type(self).__name__} has no truncation; the truncation trick needs a normal noise")
+
     def nll(self, value: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Per-sample negative log-likelihood, shape (n,), of ``value`` (n, input_dim) under
         ``params`` (n, param_dim), the recognition head's raw outputs for this distribution.

@@ -204,13 +204,17 @@ def check_recipe(path: Path, overrides: list[str], console: Console, host: Plugi
 
 
 def sample_checkpoint(path: Path, out: Path, n: int, seed: int, traverse: str | None = None,
-                      host: PluginHost | None = None) -> Path:
+                      host: PluginHost | None = None, truncation: float | None = None) -> Path:
     """``ganforge sample``: ``n`` images from fresh latents drawn with ``seed``, as one PNG grid, or
     with ``traverse`` a traversal of that code (``n`` rows)."""
+    if traverse is not None and truncation is not None:
+        raise UsageError("--truncation applies to sample grids, not to --traverse")
+    if truncation is not None and not truncation > 0:
+        raise UsageError(f"--truncation must be greater than 0 (e.g. 0.5), got {truncation:g}")
     run, _ = run_from_checkpoint(path, host)
     if traverse is not None:
         return save_traversal(run, traverse, out, rows=n, seed=seed)
-    images = run.generate(run.sample_latents(n, torch.Generator().manual_seed(seed)))
+    images = run.generate(run.sample_latents(n, torch.Generator().manual_seed(seed), truncation))
     return save_grid(images, out, columns=max(1, round(n**0.5)))
 
 

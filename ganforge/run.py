@@ -16,7 +16,7 @@ from torch import nn
 from .build import FIXED_SAMPLES, NOISE, load_data, resolve_device
 from .data import ImageData, to_unit_range
 from .distributed import ALONE, Ranks
-from .errors import GanforgeError, PluginError, RecipeError
+from .errors import GanforgeError, PluginError, RecipeError, UsageError
 from .latents import LatentDistribution
 from .pluginmanager import PluginHost
 from .recipe import Recipe
@@ -124,10 +124,22 @@ class Run:
 
     # -- latents -------------------------------------------------------------------------------
 
-    def sample_latents(self, n: int, rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """One batch of every generator input, drawn in a fixed order from ``rng`` (the run's own by default)."""
+    def sample_latents(self, n: int, rng: torch.Generator | None = None,
+                       truncation: float | None = None) -> dict[str, torch.Tensor]:
+        """One batch of every generator input, drawn in a fixed order from ``rng`` (the run's own
+        by default); with ``truncation``, the noise ``z`` within that many units of its centre
+        (the truncation trick; a noise without one is a UsageError)."""
         rng = rng if rng is not None else self.latent_rng
-        return {name: distribution.sample(n, rng, self.device) for name, distribution in self.inputs.items()}
+        latents = {}
+        for name, distribution in self.inputs.items():
+            if name == NOISE and truncation is not None:
+                try:
+                    latents[name] = distribution.sample_truncated(n, truncation, rng, self.device)
+                except NotImplementedError as error:
+                    raise UsageError(f"--truncation: {error} (latent.noise = {self.recipe.latent.noise!r})") from None
+            else:
+                latents[name] = distribution.sample(n, rng, self.device)
+        return latents
 
     def generator_input(self, latents: dict[str, torch.Tensor]) -> torch.Tensor:
         """The generator's input row: the noise, then each extra input in name order."""

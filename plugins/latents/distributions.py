@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from ganforge import hookimpl
 from ganforge.latents import LatentDistribution, gaussian_nll, numbers_row, reject_unknown_options
+from ganforge.sampling import truncated_normal
 
 SIGMA_MODES = ("fixed", "learned")
 # Bounds on a learned log σ (σ from 0.0067 to 7.4): a head that predicts a tiny σ early in training
@@ -169,6 +170,10 @@ class Gaussian(GaussianScored):
 
     def sample(self, n, generator, device="cpu"):
         return torch.randn(n, self.size, generator=generator).to(device)
+
+    def sample_truncated(self, n, threshold, generator, device="cpu"):
+        """N(0, 1) conditioned on [-threshold, threshold] in every column (BigGAN's truncation)."""
+        return truncated_normal((n, self.size), -threshold, threshold, generator=generator).to(device)
 
     def entropy(self):
         return 0.5 * self.size * math.log(2 * math.pi * math.e)
