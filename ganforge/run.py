@@ -130,16 +130,8 @@ class Run:
         by default); with ``truncation``, the noise ``z`` within that many units of its centre
         (the truncation trick; a noise without one is a UsageError)."""
         rng = rng if rng is not None else self.latent_rng
-        latents = {}
-        for name, distribution in self.inputs.items():
-            if name == NOISE and truncation is not None:
-                try:
-                    latents[name] = distribution.sample_truncated(n, truncation, rng, self.device)
-                except NotImplementedError as error:
-                    raise UsageError(f"--truncation: {error} (latent.noise = {self.recipe.latent.noise!r})") from None
-            else:
-                latents[name] = distribution.sample(n, rng, self.device)
-        return latents
+        return {name: truncated_noise(self, n, truncation, rng) if name == NOISE and truncation is not None
+                else distribution.sample(n, rng, self.device) for name, distribution in self.inputs.items()}
 
     def generator_input(self, latents: dict[str, torch.Tensor]) -> torch.Tensor:
         """The generator's input row: the noise, then each extra input in name order."""
@@ -182,3 +174,11 @@ class Run:
     def provider(self, capability: str) -> Any | None:
         """The first switched-on plugin object that provides ``capability``, or ``None``."""
         return next(iter(self.providers(capability)), None)
+
+
+def truncated_noise(run: Run, n: int, threshold: float, rng: torch.Generator) -> torch.Tensor:
+    """The noise ``z`` for the truncation trick; a noise without a truncation is a UsageError."""
+    try:
+        return run.inputs[NOISE].sample_truncated(n, threshold, rng, run.device)
+    except NotImplementedError as error:
+        raise UsageError(f"--truncation: {error} (latent.noise = {run.recipe.latent.noise!r})") from None
