@@ -18,6 +18,7 @@ step reads only what the steps before it made. The road from a recipe to the fir
 from __future__ import annotations
 
 import contextlib
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -161,16 +162,21 @@ def _collect_inputs(run: Run) -> None:
 def _build_models(run: Run) -> None:
     recipe, host = run.recipe, run.host
     entry = host.models.entry(recipe.model.name)
-    options = recipe.model.options  # only when given: a family that takes none keeps working
+    options = dict(recipe.model.options)  # only when given: a family that takes none keeps working
+    if "input_layout" in inspect.signature(entry.value).parameters:
+        # What each part of the input row is, for a family that treats them differently (BigGAN's
+        # hierarchical noise and conditional batch norm, StyleGAN2's mapping of z and labels).
+        options["input_layout"] = {name: distribution.input_dim for name, distribution in run.inputs.items()}
     try:
         generator, trunk = host.guarded(entry.plugin, entry.value, image_shape=run.image_shape, input_dim=run.input_dim,
                                         **options)
     except RecipeError as error:
         raise RecipeError(error.detail, key=error.key or "model.name") from None
     except PluginError as error:
-        if not (options and isinstance(error.__cause__, TypeError) and "keyword" in str(error.__cause__)):
+        given = recipe.model.options
+        if not (given and isinstance(error.__cause__, TypeError) and "keyword" in str(error.__cause__)):
             raise
-        raise RecipeError(f"{recipe.model.name} does not take these options ({', '.join(options)}):"
+        raise RecipeError(f"{recipe.model.name} does not take these options ({', '.join(given)}):"
                           f" {error.__cause__}", key="model.options") from None
     if not isinstance(trunk, Discriminator):
         raise PluginError(f"model {host.origin(host.models, recipe.model.name)} built a"

@@ -41,7 +41,10 @@ def ganforge_register_models(register):
     the width of the generator's input (noise plus every extra generator input). The generator maps
     ``(B, input_dim)`` to images in [-1, 1]; the discriminator is a
     :class:`ganforge.models.Discriminator` (shared ``features`` plus an adversarial head). ``build``
-    raises :class:`ganforge.errors.RecipeError` for an image shape it cannot take.
+    raises :class:`ganforge.errors.RecipeError` for an image shape it cannot take. A ``build`` that
+    takes keyword arguments gets the recipe's ``model.options`` as them; one with an ``input_layout``
+    parameter also gets the input row's parts in order, ``{name: width}`` (the noise ``"z"`` first, then
+    each extra input by name), for a generator that feeds them to different layers.
     Selected by the recipe key ``model.name``. Return value ignored.
     Not ``firstresult``: every plugin registers.
     """
