@@ -10,7 +10,7 @@ Where the files are looked for (``data.root`` is the recipe's root, see
   (``<root>/FashionMNIST/raw/``), then the IDX files directly in ``<root>``; for Fashion-MNIST,
   when neither holds any of its files, also Debian's ``/usr/share/datasets/fashion-mnist/``
   (package ``dataset-fashion-mnist``). Files may be gzip-compressed or not.
-* ``cifar10``: torchvision's ``<root>/cifar-10-batches-py/``.
+* ``cifar10``: the python batches in ``<root>/cifar-10-batches-py/`` (read by :mod:`.cifar`).
 * ``image-folder``: every image under ``<root>``, recursively.
 """
 
@@ -30,6 +30,7 @@ from ganforge.data import SPLITS, DataSettings, FileImages, ImageData
 from ganforge.errors import DataError, RecipeError
 from ganforge.hookspecs import hookimpl
 
+from .cifar import read_cifar10
 from .idx import read_idx_images, read_idx_labels
 
 #: split -> (images file, labels file), without the optional ``.gz``.
@@ -213,23 +214,19 @@ def load_cifar10(settings: DataSettings) -> ImageData:
     if missing and not settings.download:
         state = "" if folder.is_dir() else " (folder does not exist)"
         raise DataError(f"cifar10 not found: {folder}{state} lacks {', '.join(missing)}; {how}")
-    import torchvision.datasets  # slow to import (~2 s): only once the files are known to be there
+    if missing:  # download=true: torchvision fetches and checks the published archive
+        import torchvision.datasets
 
-    parts = []
-    for split in wanted:
         try:
-            parts.append(torchvision.datasets.CIFAR10(str(root), train=split == "train", download=settings.download))
+            torchvision.datasets.CIFAR10(str(root), train=True, download=True)
         except Exception as error:
-            if missing:
-                how = f"check the internet connection, or unpack cifar-10-python.tar.gz into {root} yourself"
-            problem = "downloading into" if missing else "reading"
-            raise DataError(f"cifar10: {problem} {folder} failed ({one_line(error)}); {how}") from None
-    images = torch.cat([torch.from_numpy(np.ascontiguousarray(part.data)).permute(0, 3, 1, 2) for part in parts])
-    labels = torch.cat([torch.as_tensor(part.targets, dtype=torch.int64) for part in parts])
+            raise DataError(f"cifar10: downloading into {folder} failed ({one_line(error)}); check the internet"
+                            f" connection, or unpack cifar-10-python.tar.gz into {root} yourself") from None
+    images, labels, classes = read_cifar10(folder, wanted)
     return ImageData(
         resize_images(images.contiguous(), settings.image_size),
         {"label": labels},
-        {"label": list(parts[0].classes)},
+        {"label": classes},
         source=f"cifar10 {'+'.join(wanted)} from {folder}",
     )
 
