@@ -36,12 +36,14 @@ def last_checkpoint(tmp_path):
     return tmp_path / "runs" / "tiny" / "checkpoints" / "last.pt"
 
 
-def assert_resumes_bitwise(tmp_path, extra, **sections):
+def assert_resumes_bitwise(tmp_path, extra, train=None, **sections):
     """Four steps straight, and two steps then a resume to four, end bit for bit alike;
-    ``extra()`` makes the extra ``(name, plugin)`` pairs afresh for each run."""
-    straight = run_tiny(tmp_path / "straight", make_host(*extra()), train=FOUR_STEPS, **sections)
-    run_tiny(tmp_path / "halves", make_host(*extra()), train={**FOUR_STEPS, "steps": 2}, **sections)
-    resumed = run_tiny(tmp_path / "halves", make_host(*extra()), resume=True, train=FOUR_STEPS, **sections)
+    ``extra()`` makes the extra ``(name, plugin)`` pairs afresh for each run; ``train`` adds to
+    the four steps' settings (a smaller batch)."""
+    four = {**FOUR_STEPS, **(train or {})}
+    straight = run_tiny(tmp_path / "straight", make_host(*extra()), train=four, **sections)
+    run_tiny(tmp_path / "halves", make_host(*extra()), train={**four, "steps": 2}, **sections)
+    resumed = run_tiny(tmp_path / "halves", make_host(*extra()), resume=True, train=four, **sections)
     assert_same_training(last_checkpoint(tmp_path / "straight"), last_checkpoint(tmp_path / "halves"))
     assert metric_records(resumed.directory) == metric_records(straight.directory)
     return straight, resumed

@@ -58,12 +58,14 @@ def upsample(x: torch.Tensor) -> torch.Tensor:
 
 class DiscriminatorBlock(nn.Module):
     """ReLU-conv3-ReLU-conv3 (then 2x2 average pooling), plus a 1x1 conv of the input where the
-    shape changes. ``first``: the first block, which convolves the image before any ReLU."""
+    shape changes. ``first``: the first block, which convolves the image before any ReLU.
+    ``wide``: the first conv already goes to the output width (BigGAN's and SAGAN's "wide" D;
+    SNGAN's keeps the input width until the second)."""
 
-    def __init__(self, channels_in: int, channels_out: int, down: bool, first: bool = False):
+    def __init__(self, channels_in: int, channels_out: int, down: bool, first: bool = False, wide: bool = False):
         super().__init__()
         self.down, self.first = down, first
-        hidden = channels_out if first else channels_in
+        hidden = channels_out if first or wide else channels_in
         self.conv1 = xavier(nn.Conv2d(channels_in, hidden, 3, 1, 1), math.sqrt(2))
         self.conv2 = xavier(nn.Conv2d(hidden, channels_out, 3, 1, 1), math.sqrt(2))
         changes = first or down or channels_in != channels_out
