@@ -178,8 +178,9 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory, e.g. run
              device: str | None = typer.Option(None, "--device", help="Where to load the checkpoint (default: where"
                                                                     " it was trained if this machine has it, else cpu).")):
     """Evaluate a run's checkpoint on its dataset with the registered metrics: InfoGAN's category
-    matching, and FID, KID, precision, recall, density and coverage in a feature network's space
-    (`ganforge evaluator train` makes one); every figure with how it was made."""
+    matching, and FID, KID, precision, recall, density, coverage, the classifier score (the
+    Inception Score with --evaluator inception) and, for conditional runs, intra-class FID in a
+    feature network's space (`ganforge evaluator train` makes one); every figure with how it was made."""
     import json
 
     from .data import PARTS

@@ -113,6 +113,12 @@ class ImageData:
     def main_label(self) -> str | None:
         return next(iter(self.labels), None)
 
+    def subset(self, index: torch.Tensor, source: str) -> ImageData:
+        """The images at ``index`` with their labels, named ``source``; streamed images stay in their files."""
+        images = self.images.subset(index) if isinstance(self.images, FileImages) else self.images[index]
+        return ImageData(images, {name: values[index] for name, values in self.labels.items()}, self.label_names,
+                         source)
+
 
 #: Holding out is seeded on its own, not by ``run.seed``: every seed of a benchmark trains on the
 #: same images and is scored on the same held-out ones.
@@ -138,9 +144,7 @@ def select_holdout(data: ImageData, holdout: int, part: str = "train", source: s
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
     chosen = order[:holdout] if part == "holdout" else order[holdout:]
     index = chosen.sort().values
-    images = data.images.subset(index) if isinstance(data.images, FileImages) else data.images[index]
-    return ImageData(images, {name: values[index] for name, values in data.labels.items()},
-                     data.label_names, f"{data.source}, {part} part ({len(index)} of {len(data)})")
+    return data.subset(index, f"{data.source}, {part} part ({len(index)} of {len(data)})")
 
 
 def resolve_data_root(recipe_root: str) -> Path:

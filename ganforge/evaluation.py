@@ -28,6 +28,13 @@ from .registry import unknown_name_message
 
 DEFAULT_IMAGES = 5000
 EVALUATOR_HOLDOUT = 2000
+FID_REMEDY = "ganforge eval --n, eval.n in a recipe"  # how to give FID more images
+
+
+class NotApplicable(UsageError):
+    """A metric that does not apply to this run (intra-class FID of a generator without a class
+    label): left out, as a metric returning no figures is, when every metric runs; a one-line
+    error when the metric was asked for by name."""
 
 
 @dataclass
@@ -88,11 +95,12 @@ class EvalSettings:
         """Which real images a metric compared against."""
         return {"real_split": self._split, "real_part": self.part, "real_source": data.source, "n_requested": self.n}
 
-    def check_fid_count(self, count: int) -> str | None:
+    def check_fid_count(self, count: int, what: str = "FID", remedy: str | None = None) -> str | None:
         """Keep a warning (``warnings``) when ``count`` images are too few for FID in this
-        network's space; returns it."""
+        network's space; returns it. ``what`` names the FID (one class's, for intra-class FID),
+        ``remedy`` how to compare more (``--n`` by default)."""
         evaluator = self.evaluator()
-        warning = fid_count_warning(count, evaluator.feature_dim, evaluator.record["layer"])
+        warning = fid_count_warning(count, evaluator.feature_dim, evaluator.record["layer"], what, remedy or FID_REMEDY)
         if warning and warning not in self.warnings:
             self.warnings.append(warning)
         return warning
@@ -137,17 +145,18 @@ class EvalSettings:
         return torch.cat(images)
 
 
-def fid_count_warning(count: int, feature_dim: int, layer: str) -> str | None:
-    """Why FID from ``count`` images in ``feature_dim`` features would mislead, or None.
+def fid_count_warning(count: int, feature_dim: int, layer: str, what: str = "FID",
+                      remedy: str = FID_REMEDY) -> str | None:
+    """Why ``what`` (an FID) from ``count`` images in ``feature_dim`` features would mislead, or None.
 
     The covariance of ``count`` images, mean removed, has rank at most ``count - 1``: at or below
     ``feature_dim`` images it is singular, and FID (its matrix square root) is biased upward and
     moves with the sample, so it compares with no FID from another count."""
     if count > feature_dim:
         return None
-    return (f"FID from {count} images in {feature_dim} features ({layer}): their covariance has rank at most"
+    return (f"{what} from {count} images in {feature_dim} features ({layer}): their covariance has rank at most"
             f" {count - 1}, so it is singular and the FID is biased and not comparable; compare at least"
-            f" {feature_dim + 1} images (ganforge eval --n, eval.n in a recipe)")
+            f" {feature_dim + 1} images ({remedy})")
 
 
 def recipe_warnings(recipe, image_shape: tuple[int, int, int] | None = None) -> list[str]:
@@ -187,8 +196,9 @@ def chosen_metrics(host, names: list[str] | None) -> list:
 
 def score(run, data: ImageData, entries: list, settings: EvalSettings, strict: bool) -> dict[str, float]:
     """Every metric of ``entries`` on ``run`` and ``data``, each result checked. A metric that needs
-    a feature network none can provide is skipped (``settings.skipped`` says why) unless
-    ``strict`` (it was asked for by name), when it is a one-line error."""
+    a feature network none can provide is skipped (``settings.skipped`` says why), and one that does
+    not apply to the run (:class:`NotApplicable`) left out, unless ``strict`` (it was asked for by
+    name), when either is a one-line error."""
     from .contracts import check_metric_result
 
     host = run.host
@@ -198,10 +208,11 @@ def score(run, data: ImageData, entries: list, settings: EvalSettings, strict: b
         try:
             arguments = metric_arguments(entry.value, run=run, data=data, settings=settings)
             result = host.guarded(entry.plugin, entry.value, **arguments)
-        except EvaluatorError as error:
+        except (EvaluatorError, NotApplicable) as error:
             if strict:
                 raise
-            settings.skipped[entry.name] = str(error)
+            if isinstance(error, EvaluatorError):  # the run has no such figure otherwise: no note, as for {}
+                settings.skipped[entry.name] = str(error)
             continue
         results.update(check_metric_result(result, host.origin(host.metrics, entry.name)))
     return results

@@ -119,9 +119,18 @@ class Evaluator:
         return self._map(self.net.features, images, batch)
 
     @torch.inference_mode()
+    def class_logits(self, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+        """The classifier's logits, (B, classes): its softmax is the network's p(y | x)."""
+        return self._map(self.net, images, batch)
+
     def classify(self, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
         """The predicted class of each image."""
-        return self._map(self.net, images, batch).argmax(dim=1)
+        return self.class_logits(images, batch).argmax(dim=1)
+
+    @property
+    def logits_layer(self) -> str:
+        """What :meth:`class_logits` reads, for provenance."""
+        return f"classifier-{self.record['classes']} (the linear classifier on {LAYER}, with its bias)"
 
     def _map(self, function, images: torch.Tensor, batch: int) -> torch.Tensor:
         self.net.eval()

@@ -5,7 +5,10 @@ torch-fidelity ports it, so that scores compare with published ones. ganforge ne
 it: the user points ``--inception-weights FILE``, ``eval.inception_weights`` or the environment
 variable ``GANFORGE_INCEPTION_WEIGHTS`` at torch-fidelity's file, and its SHA-256 is checked
 before it is read. The 2,048 pooled features (``pool3``) are what FID, KID and precision/recall
-compare; grey images are repeated over three channels.
+compare; grey images are repeated over three channels. The Inception Score reads the classifier
+on top of them: the file's ``fc`` layer (2,048 -> the 2015 graph's 1,008 ImageNet class slots), its
+weights without its bias, as openai/improved-gan ``inception_score/model.py`` multiplies ``pool_3``
+by ``softmax/logits/MatMul``'s weights alone and torch-fidelity reads ``logits_unbiased`` for it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.
 WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 LAYER = "pool3-2048"
 FEATURE_DIM = 2048
+#: What the Inception Score reads: ``pool3`` times the ``fc`` weights, no bias (torch-fidelity's ``isc`` layer).
+LOGITS_LAYER = "logits_unbiased-1008"
 INPUT_SIZE = 299  # torch-fidelity's FeatureExtractorInceptionV3.INPUT_IMAGE_SIZE
 #: What torch-fidelity's FeatureExtractorInceptionV3.forward does to the 8-bit images it is given.
 PREPARATION = (f"8-bit, grey repeated over 3 channels, resized to {INPUT_SIZE}x{INPUT_SIZE} bilinear as TensorFlow 1.x"
@@ -50,6 +55,8 @@ class InceptionFeatures:
 
     preparation = PREPARATION
     feature_dim = FEATURE_DIM
+    logits_layer = (f"{LOGITS_LAYER} (pool3 x fc.weight, without fc.bias, as improved-gan's inception_score and"
+                    " torch-fidelity's isc read it)")
 
     def __init__(self, path: Path, expected_sha256: str = WEIGHTS_SHA256):
         digest = sha256_of(path)
@@ -60,7 +67,9 @@ class InceptionFeatures:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         try:
-            self.net = FeatureExtractorInceptionV3(NAME, ["2048"], feature_extractor_weights_path=str(path))
+            # One pass gives both: the pooled features and the unbiased logits one matrix product later.
+            self.net = FeatureExtractorInceptionV3(NAME, ["2048", "logits_unbiased"],
+                                                   feature_extractor_weights_path=str(path))
         except Exception as error:  # the right checksum yet unreadable: a torch-fidelity that changed its layout
             raise EvaluatorError(f"{path} cannot be read as Inception-v3 ({type(error).__name__}: {error})") from None
         self.path = Path(path)
@@ -72,15 +81,23 @@ class InceptionFeatures:
     def sha256(self) -> str:
         return self.record["sha256"]
 
-    @torch.inference_mode()
     def features(self, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
         """2,048 pooled features of images in [-1, 1] (float, rounded to 8 bits) or uint8, resized to 299 px inside."""
+        return self._map(images, batch, 0)
+
+    def class_logits(self, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+        """(B, 1,008) logits of ImageNet's classes, the ``fc`` layer without its bias: what the
+        Inception Score's softmax is taken of."""
+        return self._map(images, batch, 1)
+
+    @torch.inference_mode()
+    def _map(self, images: torch.Tensor, batch: int, output: int) -> torch.Tensor:
         out = []
         for start in range(0, len(images), batch):
             part = as_8bit(images[start:start + batch])
             if part.shape[1] == 1:
                 part = part.expand(-1, 3, -1, -1)
-            out.append(self.net(part.contiguous())[0].float().cpu())
+            out.append(self.net(part.contiguous())[output].float().cpu())
         return torch.cat(out)
 
     def classify(self, images: torch.Tensor, batch: int = 64) -> torch.Tensor:

@@ -27,13 +27,17 @@ from .errors import RecipeError
 from .evaluation import EvalSettings, chosen_metrics, evaluator_trainer, score
 
 BEST = "best.pt"
-LOWER_IS_BETTER = ("fid", "kid", "kid_std")  # eval.direction = "auto": lower for these, higher for the rest
+# eval.direction = "auto": lower is better for these, higher for the rest.
+LOWER_IS_BETTER = ("fid", "kid", "kid_std", "intra_fid")
 
 
 def direction_of(figure: str, direction: str) -> str:
     if direction != "auto":
         return direction
-    return "min" if figure.rsplit("/", 1)[-1] in LOWER_IS_BETTER else "max"
+    parts = figure.split("/")
+    # "ema/fid" is an FID; "intra_fid/3" is one class's intra-class FID.
+    measured = parts[-2] if len(parts) > 1 and parts[-1].isdigit() else parts[-1]
+    return "min" if measured in LOWER_IS_BETTER else "max"
 
 
 class TrainingEvaluation:
