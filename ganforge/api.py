@@ -28,7 +28,8 @@ class Generator:
     [0, 1] of shape (n, C, H, W); codes named in ``fixed`` are held at the given value (a category
     index, a number, or a list of numbers), the others are drawn from their priors. With
     ``truncation`` (say 0.5), a normal noise ``z`` is drawn within that many standard deviations
-    of 0: the truncation trick, less variety for more typical images.
+    of 0: the truncation trick, less variety for more typical images. A generator that truncates
+    its own latents takes it instead (StyleGAN2: ``w`` moved towards its average, ``psi = truncation``).
     """
 
     def __init__(self, run):
@@ -55,7 +56,7 @@ class Generator:
             except (TypeError, ValueError) as error:
                 raise UsageError(f"code {name!r}: {error}") from None
             latents[name] = encoded.to(run.device, torch.float32).expand(n, -1).clone()
-        return run.generate(latents)
+        return run.generate(latents, truncation)
 
 
 def load_generator(checkpoint_path: str | Path, device: str | None = None) -> Generator:

@@ -4,7 +4,8 @@
 step reads only what the steps before it made. The road from a recipe to the first step:
 
 1. the run plugins' tables become objects (each through its :class:`~ganforge.plugin_spec.PluginSpec`);
-2. the objective and plugins are checked to train together (:func:`~ganforge.plugin_spec.combination_error`);
+2. the objective, model family and plugins are checked to train together
+   (:func:`~ganforge.plugin_spec.combination_error`);
 3. the dataset is loaded through its plugin;
 4. the generator's inputs are collected (the noise, ``ganforge_generator_inputs``);
 5. the model family builds G and D's trunk, the heads join D (``ganforge_discriminator_heads``);
@@ -105,7 +106,8 @@ def _set_up_models(run: Run, data: ImageData | None, image_shape: tuple[int, int
     # A plugin registered through its entry point may say what it provides in an attribute.
     elsewhere = frozenset(need for plugin in run.host.pm.get_plugins() if plugin not in run.plugins.values()
                           for need in getattr(plugin, "provides", ()) if isinstance(need, str))
-    refused = combination_error(loss_name, run.loss, tables, elsewhere)
+    model = (run.recipe.model.name, run.host.models.get(run.recipe.model.name))
+    refused = combination_error(loss_name, run.loss, tables, elsewhere, model)
     if refused:
         raise RecipeError(refused[1], key=refused[0])
     if image_shape is None:

@@ -145,7 +145,8 @@ def sample(checkpoint: Path = typer.Argument(..., help="A checkpoint, e.g. runs/
            traverse: str | None = typer.Option(None, "--traverse", help="Sweep this code: N rows, one column per value."),
            truncation: float | None = typer.Option(None, "--truncation",
                                                     help="Draw a normal noise z within this many standard deviations"
-                                                         " of 0 (the truncation trick; e.g. 0.5).")):
+                                                         " of 0 (the truncation trick; e.g. 0.5); StyleGAN2: psi,"
+                                                         " w moved towards its average.")):
     """Draw a grid of samples from a checkpoint, or a traversal of one code."""
     from .launch import sample_checkpoint
 

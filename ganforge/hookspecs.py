@@ -44,7 +44,10 @@ def ganforge_register_models(register):
     raises :class:`ganforge.errors.RecipeError` for an image shape it cannot take. A ``build`` that
     takes keyword arguments gets the recipe's ``model.options`` as them; one with an ``input_layout``
     parameter also gets the input row's parts in order, ``{name: width}`` (the noise ``"z"`` first, then
-    each extra input by name), for a generator that feeds them to different layers.
+    each extra input by name), for a generator that feeds them to different layers. ``build`` may
+    carry ``provides`` (capabilities) and ``conflicts`` (a table or capability -> the reason)
+    attributes, which ``ganforge check`` counts as a plugin's; a generator whose forward has a
+    ``truncation`` parameter truncates its own latents at sampling (docs/hooks.md).
     Selected by the recipe key ``model.name``. Return value ignored.
     Not ``firstresult``: every plugin registers.
     """

@@ -214,7 +214,7 @@ def sample_checkpoint(path: Path, out: Path, n: int, seed: int, traverse: str | 
     run, _ = run_from_checkpoint(path, host)
     if traverse is not None:
         return save_traversal(run, traverse, out, rows=n, seed=seed)
-    images = run.generate(run.sample_latents(n, torch.Generator().manual_seed(seed), truncation))
+    images = run.generate(run.sample_latents(n, torch.Generator().manual_seed(seed), truncation), truncation)
     return save_grid(images, out, columns=max(1, round(n**0.5)))
 
 

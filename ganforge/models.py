@@ -46,6 +46,12 @@ def takes_conditions(module: nn.Module) -> bool:
     return "conditions" in inspect.signature(module.forward).parameters
 
 
+def takes_truncation(module: nn.Module) -> bool:
+    """Whether ``module``'s forward has a ``truncation`` parameter: a generator that truncates its
+    own latents (StyleGAN's w) for ``ganforge sample --truncation``, instead of the noise ``z``."""
+    return "truncation" in inspect.signature(module.forward).parameters
+
+
 class DiscriminatorWithHeads(nn.Module):
     """The discriminator plus the plugins' heads, trained and checkpointed as one module.
 
@@ -122,20 +128,31 @@ def _chunked_batch_norm(layer: nn.modules.batchnorm._BatchNorm, sizes: list[int]
     return torch.cat(pieces)
 
 
+def _per_chunk(layer: nn.Module, sizes: list[int], images: torch.Tensor) -> torch.Tensor:
+    """``layer`` applied to each chunk of a batch put together from several passes' batches."""
+    return torch.cat([type(layer).forward(layer, piece) for piece in images.split(sizes)])
+
+
 @contextlib.contextmanager
 def batch_norm_per_chunk(module: nn.Module, sizes: list[int], updates: list[bool]) -> Iterator[None]:
     """One forward pass of ``module`` over several batches put together (``sizes``) that gives
     what separate passes would: batch norm normalises each chunk by its own statistics, and only
-    chunks whose ``updates`` entry is true move the running statistics. Layers that see each image
+    chunks whose ``updates`` entry is true move the running statistics; a layer that marks itself
+    ``mixes_batch = True`` (its output for one image depends on the others in its batch, as
+    StyleGAN's minibatch standard deviation does) sees each chunk alone. Layers that see each image
     alone (convolutions, linear layers, layer or instance norm) need nothing: the batch is one
     matrix product instead of several, which is the point."""
-    norms = [layer for layer in unwrap(module).modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
+    layers = list(unwrap(module).modules())
+    norms = [layer for layer in layers if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
+    mixers = [layer for layer in layers if getattr(layer, "mixes_batch", False) and layer not in norms]
     for layer in norms:
         layer.forward = functools.partial(_chunked_batch_norm, layer, list(sizes), list(updates))
+    for layer in mixers:
+        layer.forward = functools.partial(_per_chunk, layer, list(sizes))
     try:
         yield
     finally:
-        for layer in norms:
+        for layer in norms + mixers:
             del layer.forward
 
 

@@ -34,11 +34,17 @@ CODE_READER = "code-reader"
 #: The object feeds a class label to the generator as the input ``label``: ``classes`` is how
 #: many. One plugin at a time may do it.
 CLASS_LABEL = "class-label"
+#: Offered by a model family (its build function's ``provides``): the generator maps its input
+#: row to per-layer latents and draws the images from them, ``style_latents(inputs)`` -> ``ws``
+#: of shape ``(B, layers, w_dim)`` and ``synthesise(ws)`` -> images (StyleGAN's mapping and
+#: synthesis networks).
+STYLE_LATENTS = "style-latents"
 
 CAPABILITIES = {
     LIPSCHITZ: "the critic is Lipschitz-bounded",
     CODE_READER: "reads codes back from images: .codes, .predict_codes(run, images)",
     CLASS_LABEL: "feeds the class label to the generator: .classes",
+    STYLE_LATENTS: "the model family's generator: .style_latents(inputs) -> ws, .synthesise(ws) -> images",
 }
 
 
@@ -147,25 +153,34 @@ def legacy_spec(name: str, factory: Callable[[dict], Any], defaults: dict | None
 
 
 def combination_error(loss_name: str, loss: Any, switched_on: Mapping[str, tuple[PluginSpec, dict, Any]],
-                      elsewhere: frozenset[str] = frozenset()) -> tuple[str, str] | None:
-    """Why the recipe's objective and plugins cannot train together, as ``(key, message)``, or
-    ``None``. ``switched_on`` maps each table to its spec, settings and object; ``elsewhere`` is
-    what plugins outside any table provide (a ``provides`` attribute on a plugin registered
-    through its entry point, as before specs). One place for every rule: an objective's
-    ``requires`` (a loss attribute), a plugin's ``losses``, ``requires`` and ``conflicts``."""
+                      elsewhere: frozenset[str] = frozenset(),
+                      model: tuple[str, Any] | None = None) -> tuple[str, str] | None:
+    """Why the recipe's objective, model family and plugins cannot train together, as ``(key,
+    message)``, or ``None``. ``switched_on`` maps each table to its spec, settings and object;
+    ``elsewhere`` is what plugins outside any table provide (a ``provides`` attribute on a plugin
+    registered through its entry point, as before specs); ``model`` is ``(model.name, build)``,
+    whose ``provides`` and ``conflicts`` attributes, where it has them, count like a plugin's. One
+    place for every rule: an objective's ``requires`` (a loss attribute), a plugin's ``losses``,
+    ``requires`` and ``conflicts``, and a model family's ``conflicts``."""
     provided = {name: spec.provided(settings, made) for name, (spec, settings, made) in switched_on.items()}
-    everything = frozenset(elsewhere).union(*provided.values())
+    model_name, build = model or ("", None)
+    elsewhere = frozenset(elsewhere) | frozenset(getattr(build, "provides", ()))
+    everything = elsewhere.union(*provided.values())
     for need, why in getattr(loss, "requires", {}).items():
         if need not in everything:
             return "loss.name", f"{loss_name!r} {why}"
+    for other, why in getattr(build, "conflicts", {}).items():
+        clashing = [table for table, theirs in provided.items() if table == other or other in theirs]
+        if clashing:
+            return "model.name", f"{model_name!r} cannot be combined with [plugins.{clashing[0]}]: {why}"
     for name, (spec, _, made) in switched_on.items():
         if spec.losses and loss_name not in spec.losses:
             wanted = " or ".join(f'"{loss}"' for loss in spec.losses)
             return "loss.name", (f"{name} trains only with the objective {wanted}: set loss.name = {wanted.split(' or ')[0]}"
                                  f" (got {loss_name!r})")
         for need, why in spec.requires.items():
-            if not any(need in theirs for other, theirs in provided.items() if other != name):
-                return f"plugins.{name}", f"needs {need!r} from another plugin: {why}"
+            if need not in elsewhere and not any(need in theirs for other, theirs in provided.items() if other != name):
+                return f"plugins.{name}", f"needs {need!r} from the model family or another plugin: {why}"
         for other, why in spec.conflicts_of(made).items():
             clashing = [table for table, theirs in provided.items()
                         if table != name and (table == other or other in theirs)]

@@ -18,6 +18,7 @@ from .data import ImageData, to_unit_range
 from .distributed import ALONE, Ranks
 from .errors import GanforgeError, PluginError, RecipeError, UsageError
 from .latents import LatentDistribution
+from .models import takes_truncation
 from .pluginmanager import PluginHost
 from .recipe import Recipe
 from .registry import unknown_name_message
@@ -109,12 +110,13 @@ class Run:
                 groups.append({"params": list(head.parameters()), "lr": getattr(head, "learning_rate", 0) or d_lr})
         return groups
 
-    def generator_forward(self, latents: dict[str, torch.Tensor], generator: nn.Module | None = None) -> torch.Tensor:
+    def generator_forward(self, latents: dict[str, torch.Tensor], generator: nn.Module | None = None,
+                          truncation: float | None = None) -> torch.Tensor:
         """G's images in [-1, 1] for ``latents``: the concatenated input row, and the latents
-        themselves as ``conditions`` for a generator whose forward takes them (conditional BN)."""
+        themselves as ``conditions`` for a generator whose forward takes them (conditional BN);
+        ``truncation`` for one that truncates its own latents (:func:`generator_options`)."""
         generator = self.generator if generator is None else generator
-        row = self.generator_input(latents)
-        return generator(row, conditions=latents) if self.generator_takes_conditions else generator(row)
+        return generator(self.generator_input(latents), **generator_options(self, generator, latents, truncation))
 
     def inference_generator(self) -> nn.Module:
         """The generator behind pictures, traversals, ``load_generator`` and metrics: a plugin may
@@ -128,7 +130,7 @@ class Run:
                        truncation: float | None = None) -> dict[str, torch.Tensor]:
         """One batch of every generator input, drawn in a fixed order from ``rng`` (the run's own
         by default); with ``truncation``, the noise ``z`` within that many units of its centre
-        (the truncation trick; a noise without one is a UsageError)."""
+        (the truncation trick; a noise without one is a UsageError), unless G truncates its own latents."""
         rng = rng if rng is not None else self.latent_rng
         return {name: truncated_noise(self, n, truncation, rng) if name == NOISE and truncation is not None
                 else distribution.sample(n, rng, self.device) for name, distribution in self.inputs.items()}
@@ -141,14 +143,14 @@ class Run:
             raise GanforgeError(f"latents lack the generator input {missing}") from None
 
     @torch.inference_mode()
-    def generate(self, latents: dict[str, torch.Tensor]) -> torch.Tensor:
+    def generate(self, latents: dict[str, torch.Tensor], truncation: float | None = None) -> torch.Tensor:
         """Images in [0, 1] for ``latents`` from the inference generator in eval mode (BN running
-        statistics)."""
+        statistics); ``truncation`` as :meth:`sample_latents` drew them with it."""
         generator = self.inference_generator()
         was_training = generator.training
         generator.eval()
         try:
-            images = self.generator_forward(latents, generator)
+            images = self.generator_forward(latents, generator, truncation)
         finally:
             generator.train(was_training)
         return to_unit_range(images)
@@ -176,8 +178,23 @@ class Run:
         return next(iter(self.providers(capability)), None)
 
 
+def generator_options(run: Run, generator: nn.Module, latents: dict[str, torch.Tensor],
+                      truncation: float | None) -> dict[str, Any]:
+    """The keyword arguments of a call of ``generator``: the latents as ``conditions`` for one
+    whose forward takes them, and ``truncation`` (at sampling) for one whose forward takes that:
+    it truncates its own latents (StyleGAN's w), and :func:`truncated_noise` leaves ``z`` alone."""
+    options: dict[str, Any] = {"conditions": latents} if run.generator_takes_conditions else {}
+    if truncation is not None and takes_truncation(generator):
+        options["truncation"] = truncation
+    return options
+
+
 def truncated_noise(run: Run, n: int, threshold: float, rng: torch.Generator) -> torch.Tensor:
-    """The noise ``z`` for the truncation trick; a noise without a truncation is a UsageError."""
+    """The noise ``z`` for the truncation trick; a noise without a truncation is a UsageError. A
+    generator that truncates its own latents gets the threshold instead (:func:`generator_options`),
+    and ``z`` is drawn as in training."""
+    if takes_truncation(run.inference_generator()):
+        return run.inputs[NOISE].sample(n, rng, run.device)
     try:
         return run.inputs[NOISE].sample_truncated(n, threshold, rng, run.device)
     except NotImplementedError as error:

@@ -121,6 +121,37 @@ def test_combinations_are_refused_by_capability_not_by_name(tmp_path):
         {"name": "c", "dist": "categorical", "size": 3}]}}), LabelPackage()).provider(CODE_READER) is not None
 
 
+def family_with(**declared):
+    """A model family: dcgan-28's networks, its build function declaring ``declared``."""
+    from ganforge_plugins.models.dcgan import build_dcgan_28
+
+    def build(image_shape, input_dim):
+        return build_dcgan_28(image_shape, input_dim)
+
+    for attribute, value in declared.items():
+        setattr(build, attribute, value)
+
+    class FamilyPackage:
+        @hookimpl
+        def ganforge_register_models(self, register):
+            register("declaring", build)
+
+    return FamilyPackage()
+
+
+def test_a_model_family_provides_and_conflicts_as_a_plugin_does(tmp_path):
+    recipe = tiny_recipe(tmp_path, model={"name": "declaring"}, plugins={"needs-codes": {}})
+    assert build_run(recipe, LabelPackage(), family_with(provides=frozenset({CODE_READER}))).plugins["needs-codes"]
+    with pytest.raises(RecipeError) as caught:
+        build_run(recipe, LabelPackage(), family_with())
+    assert caught.value.key == "plugins.needs-codes" and "from the model family or another plugin" in str(caught.value)
+    with pytest.raises(RecipeError) as caught:
+        build_run(tiny_recipe(tmp_path, model={"name": "declaring"}, plugins={"labeller": {}}), LabelPackage(),
+                  family_with(conflicts={CLASS_LABEL: "it draws no classes"}))
+    assert caught.value.key == "model.name" and str(caught.value).endswith(
+        "'declaring' cannot be combined with [plugins.labeller]: it draws no classes")
+
+
 class Hoarder(Labeller):
     def state_dict(self):
         return {}
