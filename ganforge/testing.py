@@ -65,7 +65,7 @@ def _named(plugin: Any) -> tuple[str, Any]:
 
 def read_recipe(recipe: dict | str | Path, host: PluginHost, overrides: Iterable[str] = ()) -> Recipe:
     """A validated recipe from a dict or a TOML file, with ``--set``-style ``overrides``
-    (``"plugins.bcr.real_weight=10"``); a mistake is the :class:`~ganforge.errors.RecipeError`
+    (``"plugins.jitter.amount=0.05"``); a mistake is the :class:`~ganforge.errors.RecipeError`
     ``ganforge run`` would report."""
     names, defaults = registered_names(host), plugin_specs(host)
     if isinstance(recipe, dict):

@@ -123,17 +123,18 @@ def test_the_data_root_can_come_from_the_environment(tmp_path, shared_mnist):
 
 
 def test_plugins_lists_the_hooks_of_a_run_plugin_class(tmp_path):
-    from .test_cli_usage import BCR_PLUGIN
+    from .test_cli_usage import MIRROR_PLUGIN
 
-    (tmp_path / "gf_bcr.py").write_text(BCR_PLUGIN)
-    (tmp_path / "gf_bcr-0.1.dist-info").mkdir()
-    (tmp_path / "gf_bcr-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: gf-bcr\nVersion: 0.1\n")
-    (tmp_path / "gf_bcr-0.1.dist-info" / "entry_points.txt").write_text("[ganforge]\nbcr = gf_bcr\n")
+    (tmp_path / "gf_mirror.py").write_text(MIRROR_PLUGIN)
+    (tmp_path / "gf_mirror-0.1.dist-info").mkdir()
+    (tmp_path / "gf_mirror-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: gf-mirror\nVersion: 0.1\n")
+    (tmp_path / "gf_mirror-0.1.dist-info" / "entry_points.txt").write_text("[ganforge]\nmirror = gf_mirror\n")
     result = ganforge("plugins", env={"PYTHONPATH": str(tmp_path), "COLUMNS": "250"})
     assert result.returncode == 0, result.stderr
-    row = next(line for line in result.stdout.splitlines() if "gf-bcr 0.1" in line)
+    row = next(line for line in result.stdout.splitlines() if "gf-mirror 0.1" in line)
     assert "register_run_plugins" in row
-    assert "bcr (run plugin): discriminator_loss_terms, discriminator_views" in result.stdout
+    assert "mirror (run plugin): discriminator_loss_terms, discriminator_views" in result.stdout
 
 
 def test_check_into_a_pipe_its_reader_closes_early_still_exits_0(tmp_path):

@@ -67,7 +67,7 @@ def test_an_out_dir_that_cannot_be_created_is_one_line(tmp_path):
 
 # -- a third-party run plugin, bCR-like, as its author meets ganforge ------------------------------
 
-BCR_PLUGIN = '''
+MIRROR_PLUGIN = '''
 from ganforge import hookimpl
 from ganforge.losses import LossTerm
 
@@ -83,62 +83,64 @@ class ConsistencyOnReal:
     @hookimpl
     def ganforge_discriminator_loss_terms(self, ctx):
         gap = ctx.views[self.view].logits - ctx.d_real.logits  # a KeyError for a view not asked for
-        return [LossTerm("bcr", gap.pow(2).mean(), weight=self.weight)]
+        return [LossTerm("mirror", gap.pow(2).mean(), weight=self.weight)]
 
 
 @hookimpl
 def ganforge_register_run_plugins(register):
-    register("bcr", ConsistencyOnReal, defaults={"real_weight": 10.0, "view": "flip"})
+    register("mirror", ConsistencyOnReal, defaults={"real_weight": 10.0, "view": "flip"})
 '''
 
 
 @pytest.fixture
-def bcr_installed(tmp_path, monkeypatch):
-    """``gf-bcr 0.1`` installed for real: its module and a .dist-info folder on the path."""
+def mirror_installed(tmp_path, monkeypatch):
+    """``gf-mirror 0.1`` installed for real: its module and a .dist-info folder on the path."""
     import sys
 
-    (tmp_path / "gf_bcr.py").write_text(BCR_PLUGIN)
-    dist_info = tmp_path / "gf_bcr-0.1.dist-info"
+    (tmp_path / "gf_mirror.py").write_text(MIRROR_PLUGIN)
+    dist_info = tmp_path / "gf_mirror-0.1.dist-info"
     dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: gf-bcr\nVersion: 0.1\n")
-    (dist_info / "entry_points.txt").write_text("[ganforge]\nbcr = gf_bcr\n")
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: gf-mirror\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text("[ganforge]\nmirror = gf_mirror\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
-    sys.modules.pop("gf_bcr", None)
+    sys.modules.pop("gf_mirror", None)
 
 
 @pytest.fixture
-def bcr_recipe(tmp_path):
-    return write_recipe(tmp_path / "bcr.toml", tiny_recipe(tmp_path / "runs", plugins={"bcr": {}}))
+def mirror_recipe(tmp_path):
+    return write_recipe(tmp_path / "mirror.toml", tiny_recipe(tmp_path / "runs", plugins={"mirror": {}}))
 
 
-def test_check_runs_one_real_step_and_writes_nothing(tmp_path, bcr_installed, bcr_recipe):
-    result = invoke("check", bcr_recipe)
+def test_check_runs_one_real_step_and_writes_nothing(tmp_path, mirror_installed, mirror_recipe):
+    result = invoke("check", mirror_recipe)
     assert result.exit_code == 0, result.stderr
     assert re.search(r"^one step on 4 images: D \d+\.\d{3}, G \d+\.\d{3}$", result.stdout, flags=re.M), result.stdout
     assert not (tmp_path / "runs").exists()
 
 
-def test_check_fails_where_run_would_at_step_one_and_says_how_to_switch_the_plugin_off(tmp_path, bcr_installed,
-                                                                                      bcr_recipe):
-    expected = ("error: plugin 'bcr.run' from gf-bcr 0.1 failed in ganforge_discriminator_loss_terms: KeyError:"
-                " 'flop'; GANFORGE_DISABLE_PLUGINS=bcr switches it off (then remove [plugins.bcr] from the recipe)")
-    checked = assert_one_line_cli_error(invoke("check", bcr_recipe, "--set", "plugins.bcr.view=flop"), 3)
+def test_check_fails_where_run_would_at_step_one_and_says_how_to_switch_the_plugin_off(tmp_path, mirror_installed,
+                                                                                      mirror_recipe):
+    expected = ("error: plugin 'mirror.run' from gf-mirror 0.1 failed in ganforge_discriminator_loss_terms:"
+                " KeyError: 'flop'; GANFORGE_DISABLE_PLUGINS=mirror switches it off (then remove [plugins.mirror]"
+                " from the recipe)")
+    checked = assert_one_line_cli_error(invoke("check", mirror_recipe, "--set", "plugins.mirror.view=flop"), 3)
     assert checked == expected
     assert not (tmp_path / "runs").exists()
-    ran = assert_one_line_cli_error(invoke("run", bcr_recipe, "--set", "plugins.bcr.view=flop"), 3)
+    ran = assert_one_line_cli_error(invoke("run", mirror_recipe, "--set", "plugins.mirror.view=flop"), 3)
     assert ran.startswith(f"{expected}; the run stopped before its first checkpoint")
 
 
-def test_a_table_whose_plugin_is_disabled_says_to_remove_it_or_unset_the_variable(bcr_installed, bcr_recipe,
+def test_a_table_whose_plugin_is_disabled_says_to_remove_it_or_unset_the_variable(mirror_installed, mirror_recipe,
                                                                                  monkeypatch):
-    monkeypatch.setenv("GANFORGE_DISABLE_PLUGINS", "bcr")
-    assert_one_line_cli_error(invoke("check", bcr_recipe), 2, f"{bcr_recipe}: plugins.bcr: no plugin takes this table",
-                              "plugin 'bcr' is disabled by GANFORGE_DISABLE_PLUGINS: remove [plugins.bcr] from the"
-                              " recipe, or unset GANFORGE_DISABLE_PLUGINS")
+    monkeypatch.setenv("GANFORGE_DISABLE_PLUGINS", "mirror")
+    assert_one_line_cli_error(invoke("check", mirror_recipe), 2,
+                              f"{mirror_recipe}: plugins.mirror: no plugin takes this table",
+                              "plugin 'mirror' is disabled by GANFORGE_DISABLE_PLUGINS: remove [plugins.mirror] from"
+                              " the recipe, or unset GANFORGE_DISABLE_PLUGINS")
 
 
-def test_a_misspelt_set_key_is_blamed_on_the_set_not_the_file(bcr_installed, bcr_recipe):
-    line = assert_one_line_cli_error(invoke("check", bcr_recipe, "--set", "plugins.bcr.real_wieght=1"), 2)
-    assert line.startswith("error: --set plugins.bcr.real_wieght=1: unknown key; did you mean 'real_weight'?"), line
-    assert str(bcr_recipe) not in line
+def test_a_misspelt_set_key_is_blamed_on_the_set_not_the_file(mirror_installed, mirror_recipe):
+    line = assert_one_line_cli_error(invoke("check", mirror_recipe, "--set", "plugins.mirror.real_wieght=1"), 2)
+    assert line.startswith("error: --set plugins.mirror.real_wieght=1: unknown key; did you mean 'real_weight'?"), line
+    assert str(mirror_recipe) not in line

@@ -1,9 +1,11 @@
-"""Random, differentiable image changes, shared by DiffAugment and InfoGAN's real-image moves.
+"""Random, differentiable image changes, shared by DiffAugment, InfoGAN's real-image moves and
+consistency regularisation.
 
-InfoGAN's real-image moves (:func:`jitter`: affine moves and stroke weight) and DiffAugment's
-colour, translation and cutout. Every function maps a batch in [-1, 1] to a batch of the same shape, draws only from the
-``torch.Generator`` it is given (one draw per sample), and is differentiable with respect to the
-images, so the generator's gradient flows through it.
+InfoGAN's real-image moves (:func:`jitter`: affine moves and stroke weight), DiffAugment's
+colour, translation and cutout, and bCR's flip and translation (:func:`flip_and_translate`).
+Every function maps a batch in [-1, 1] to a batch of the same shape (with the draws behind it,
+where a caller needs them), draws only from the ``torch.Generator`` it is given (per sample), and
+is differentiable with respect to the images, so the generator's gradient flows through it.
 """
 
 from __future__ import annotations
@@ -37,16 +39,47 @@ def translate(images: torch.Tensor, rng: torch.Generator, fraction: float = 0.12
     """Shift each image by a whole number of pixels, up to ``fraction`` of its size either way,
     the uncovered border filled with ``fill``: 0 (mid-grey in [-1, 1]), as DiffAugment's
     ``rand_translation`` pads with zeros (mit-han-lab/data-efficient-gans, ``DiffAugment_pytorch.py``)."""
-    n, _, height, width = images.shape
+    _, _, height, width = images.shape
     most_y, most_x = int(height * fraction + 0.5), int(width * fraction + 0.5)
     draws = uniform(images, rng, 2)
-    dy = (draws[:, 0] * (2 * most_y + 1)).long() - most_y
-    dx = (draws[:, 1] * (2 * most_x + 1)).long() - most_x
-    padded = F.pad(images, (most_x, most_x, most_y, most_y), value=fill)
+    dy, dx = whole_shift(draws[:, 0], most_y), whole_shift(draws[:, 1], most_x)
+    return shifted(images, dy, dx, most_y, most_x, fill=fill)
+
+
+def whole_shift(draws: torch.Tensor, most: int) -> torch.Tensor:
+    """Uniform draws in [0, 1) as whole shifts from ``-most`` to ``most``, each equally likely."""
+    return (draws * (2 * most + 1)).long() - most
+
+
+def shifted(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, most_y: int, most_x: int,
+            padding: str = "constant", fill: float = 0.0) -> torch.Tensor:
+    """Each image moved down by its ``dy`` and right by its ``dx`` whole pixels (at most ``most_y``,
+    ``most_x`` either way): ``moved[i, j] = image[i - dy, j - dx]``, the uncovered border taken
+    from ``F.pad``'s ``padding`` (``"constant"`` with ``fill``, or ``"reflect"``)."""
+    n, _, height, width = images.shape
+    pad = (most_x, most_x, most_y, most_y)
+    padded = F.pad(images, pad, value=fill) if padding == "constant" else F.pad(images, pad, mode=padding)
     rows = (torch.arange(height, device=images.device).view(1, -1) - dy.view(-1, 1) + most_y)  # (n, H)
     columns = (torch.arange(width, device=images.device).view(1, -1) - dx.view(-1, 1) + most_x)  # (n, W)
     batch = torch.arange(n, device=images.device).view(-1, 1, 1)
     return padded.permute(0, 2, 3, 1)[batch, rows.unsqueeze(2), columns.unsqueeze(1)].permute(0, 3, 1, 2)
+
+
+def flip_and_translate(images: torch.Tensor, rng: torch.Generator, flip: bool = True,
+                       fraction: float = 0.125) -> tuple[torch.Tensor, torch.Tensor]:
+    """Consistency regularisation's move (Zhao et al. 2020; StudioGAN ``src/utils/cr.py``,
+    ``apply_cr_aug``): each image mirrored left-right with probability 1/2 (when ``flip``), then
+    shifted by a whole number of pixels, up to ``int(size * fraction)`` either way, the border
+    reflected. Returns the moved images and the draws behind them, an ``(n, 3)`` long tensor:
+    mirrored (0 or 1), ``dy``, ``dx``. The three draws per image are made whatever the settings,
+    so the stream advances alike."""
+    _, _, height, width = images.shape
+    most_y, most_x = int(height * fraction), int(width * fraction)
+    draws = uniform(images, rng, 3)
+    mirrored = (draws[:, 0] < 0.5) & flip
+    dy, dx = whole_shift(draws[:, 1], most_y), whole_shift(draws[:, 2], most_x)
+    images = torch.where(mirrored.view(-1, 1, 1, 1), images.flip(3), images)
+    return shifted(images, dy, dx, most_y, most_x, padding="reflect"), torch.stack([mirrored.long(), dy, dx], 1)
 
 
 def cutout(images: torch.Tensor, rng: torch.Generator, fraction: float = 0.5, fill: float = 0.0) -> torch.Tensor:
