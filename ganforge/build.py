@@ -271,11 +271,19 @@ def _collect_transforms(run: Run) -> None:
 
 
 def _batcher(run: Run) -> Batcher:
-    batch_size, source = run.recipe.train.batch_size, run.recipe.source
-    if batch_size > len(run.data):
+    """Batches of a whole update: ``train.accumulate`` micro-batches of ``train.batch_size``, each
+    shared over the ranks (ganforge.accumulation)."""
+    batch_size, parts, source = run.recipe.train.batch_size, run.recipe.train.accumulate, run.recipe.source
+    if batch_size * parts > len(run.data):
+        if parts > 1:
+            raise RecipeError(f"{parts} micro-batches of train.batch_size {batch_size} are {batch_size * parts} images"
+                              f" per update, more than the dataset's {len(run.data)}", source=source,
+                              key="train.accumulate")
         raise RecipeError(f"{batch_size} exceeds the dataset's {len(run.data)} images", source=source,
                           key="train.batch_size")
     if batch_size % run.ranks.world_size:
         raise RecipeError(f"{batch_size} (the global batch) does not split evenly over {run.ranks.world_size}"
                           " processes; use a multiple of the process count", source=source, key="train.batch_size")
-    return Batcher(run.data, batch_size, run.rng("data", "cpu"), run.device, run.ranks.share, run.recipe.data.workers)
+    ranks = run.ranks
+    return Batcher(run.data, batch_size * parts, run.rng("data", "cpu"), run.device,
+                   lambda rows: ranks.share(rows, parts), run.recipe.data.workers)

@@ -6,7 +6,9 @@ averages the gradients. Nothing here is a distributed engine of its own.
 
 What a run on N processes (ranks) does:
 
-- ``train.batch_size`` is the global batch: each rank trains on ``batch_size / N`` images. Every
+- ``train.batch_size`` is the global batch: each rank trains on ``batch_size / N`` images (with
+  ``train.accumulate = k``, of each of the update's k micro-batches; the micro-batches before the
+  last run under DDP's ``no_sync()``, so the gradients are averaged once per update). Every
   rank draws the whole batch's data order and latents from the run's streams and keeps its own
   rows, so the images and latents a step sees do not depend on N, and a checkpoint saved on N
   ranks resumes on M. The streams plugins draw from (augmentations, InfoGAN's moves) are per rank.
@@ -53,12 +55,18 @@ class Ranks:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def share(self, rows: torch.Tensor) -> torch.Tensor:
-        """This rank's rows of a global batch (rank ``r`` of N takes the ``r``-th of N equal parts)."""
+    def share(self, rows: torch.Tensor, parts: int = 1) -> torch.Tensor:
+        """This rank's rows of a global batch (rank ``r`` of N takes the ``r``-th of N equal parts).
+
+        A batch of ``parts`` micro-batches (``train.accumulate``) is shared micro-batch by
+        micro-batch: this rank's rows of each, in order, so that cutting the result into ``parts``
+        equal pieces gives this rank's share of each micro-batch."""
         if not self.distributed:
             return rows
-        size = rows.shape[0] // self.world_size
-        return rows[self.rank * size:(self.rank + 1) * size]
+        pieces = rows.chunk(parts)
+        size = pieces[0].shape[0] // self.world_size
+        shares = [piece[self.rank * size:(self.rank + 1) * size] for piece in pieces]
+        return shares[0] if parts == 1 else torch.cat(shares)
 
 
 ALONE = Ranks()

@@ -230,7 +230,7 @@ def ganforge_real_conditions(run, labels):
 
     ``labels`` are the dataset's labels of the batch by name. Return a dict of tensors keyed like the
     generator inputs (``{"label": one_hot}``); for fakes, heads receive the sampled latents. Called
-    every D step; return ``{}`` when there is nothing to add.
+    every D step (for each micro-batch with ``train.accumulate``); return ``{}`` when there is nothing to add.
     Not ``firstresult``: the plugins' dicts are merged.
     """
 
@@ -240,8 +240,9 @@ def ganforge_discriminator_views(run, real):
     """Extra views of the real batch for the discriminator to see in the D phase (moved copies
     for a consistency term).
 
-    Called every D step (``run.d_steps`` times per step), after ``ganforge_real_conditions``.
-    ``real`` is the step's real batch in [-1, 1], untransformed. Return a list of ``(name,
+    Called every D step (``run.d_steps`` times per step; for each micro-batch with
+    ``train.accumulate``), after ``ganforge_real_conditions``.
+    ``real`` is the step's real batch (micro-batch) in [-1, 1], untransformed. Return a list of ``(name,
     images)`` pairs, or of ``(name, images, info)`` triples where the term needs to know how the
     view was made: ``info`` is any object (the random draws behind a moved copy) and reaches the D
     phase's loss-term hooks as ``ctx.view_info[name]``, so the plugin keeps no per-step state
@@ -261,7 +262,8 @@ def ganforge_discriminator_fake_views(run, fake, latents):
     copies of the fakes for a consistency term: the generated half of balanced consistency
     regularisation).
 
-    Called every D step (``run.d_steps`` times per step), after ``ganforge_discriminator_views``.
+    Called every D step (``run.d_steps`` times per step; for each micro-batch with
+    ``train.accumulate``), after ``ganforge_discriminator_views``.
     ``fake`` is the step's generated batch, detached from the generator, untransformed;
     ``latents`` are what it was drawn from. Return a list of ``(name, images)`` pairs or ``(name,
     images, info)`` triples, ``info`` reaching the D phase's loss-term hooks as
@@ -287,7 +289,10 @@ def ganforge_discriminator_loss_terms(ctx):
     are ``ctx.views`` (of the real batch) and ``ctx.fake_views`` (of the fakes). A term that needs
     its own pass (a gradient penalty on images with ``requires_grad``) makes it with
     ``ctx.discriminate(images)``, which leaves D's batch-norm statistics alone. With
-    ``run.d_steps > 1`` the hook is called once per D step; each term is logged as its mean.
+    ``run.d_steps > 1`` the hook is called once per D step; each term is logged as its mean. With
+    ``train.accumulate = k`` it is called for each of the k micro-batches, ``ctx`` holding that
+    micro-batch (``ctx.step`` the step's), the sum scaled by ``1 / k``; each term is logged as its
+    mean over them.
     Not ``firstresult``: every plugin's terms are added.
     """
 
@@ -300,7 +305,8 @@ def ganforge_generator_loss_terms(ctx):
     attached to the generator's graph and the discriminator's output on them (``ctx.d_fake``);
     reading ``ctx.d_real`` runs D on the real batch. Return a list of
     :class:`ganforge.losses.LossTerm`; logged as ``loss/G/<name>``. The sum is backpropagated
-    into G's trainable parameters only.
+    into G's trainable parameters only. With ``train.accumulate = k``, called for each micro-batch
+    of the last D step, as the D phase's hook is.
     Not ``firstresult``: every plugin's terms are added.
     """
 

@@ -164,12 +164,18 @@ def _differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+def batch_description(recipe: Recipe) -> str:
+    """``64``, or with ``train.accumulate = 4``, ``256 (4 micro-batches of 64)``."""
+    size, parts = recipe.train.batch_size, recipe.train.accumulate
+    return f"{size * parts} ({parts} micro-batches of {size})" if parts > 1 else str(size)
+
+
 def _print_header(console: Console, recipe: Recipe, run: Run, outputs: RunOutputs) -> None:
     inputs = ", ".join(f"{name}[{dist.input_dim}]" for name, dist in run.inputs.items())
     console.print(
         f"ganforge: {recipe.model.name} on {recipe.data.name} ({len(run.data)} images"
         f" {'x'.join(map(str, run.data.image_shape))}), {recipe.loss.name} loss, inputs {inputs},"
-        f" plugins: {', '.join(run.plugins) or 'none'}; {recipe.train.steps} steps of {recipe.train.batch_size}"
+        f" plugins: {', '.join(run.plugins) or 'none'}; {recipe.train.steps} steps of {batch_description(recipe)}"
         f"{f', {run.d_steps} D steps each' if run.d_steps > 1 else ''} -> {outputs.directory}", highlight=False)
     if run.device.type == "cpu":
         console.print(f"threads: {describe_threads(recipe.train.threads)}", highlight=False)
@@ -177,7 +183,7 @@ def _print_header(console: Console, recipe: Recipe, run: Run, outputs: RunOutput
         ranks = run.ranks.world_size
         console.print(f"distributed: {ranks} processes (DDP, {'NCCL' if run.device.type == 'cuda' else 'gloo'});"
                       f" the global batch of {recipe.train.batch_size} is {recipe.train.batch_size // ranks} per"
-                      " process", highlight=False)
+                      f" process{' in each micro-batch' if recipe.train.accumulate > 1 else ''}", highlight=False)
     for note in run.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
 

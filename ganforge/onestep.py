@@ -26,7 +26,8 @@ RECORDER = "ganforge.onestep"
 @dataclass
 class StepResult:
     """One step: the run after it, the contexts the loss-term hooks received (the last D step's
-    when ``run.d_steps > 1``) and the step's detached logs (``loss/D/total``, each plugin term).
+    when ``run.d_steps > 1``, its last micro-batch's with ``train.accumulate > 1``) and the step's
+    detached logs (``loss/D/total``, each plugin term).
     The parameters' ``.grad`` hold the step's gradients: D's from its last update, G's from G's."""
 
     run: Run
@@ -36,12 +37,15 @@ class StepResult:
 
     @property
     def images(self) -> int:
-        return self.d_ctx.real.shape[0]
+        """Images in each D update: every micro-batch's."""
+        return self.d_ctx.real.shape[0] * self.run.recipe.train.accumulate
 
     def summary(self) -> str:
-        """``one step on 4 images: D 1.386, G 0.693``."""
-        return (f"one step on {self.images} images: D {float(self.logs['loss/D/total']):.3f},"
-                f" G {float(self.logs['loss/G/total']):.3f}")
+        """``one step on 4 images: D 1.386, G 0.693`` (``on 8 images in 2 micro-batches`` with
+        ``train.accumulate = 2``)."""
+        parts = self.run.recipe.train.accumulate
+        return (f"one step on {self.images} images{f' in {parts} micro-batches' if parts > 1 else ''}:"
+                f" D {float(self.logs['loss/D/total']):.3f}, G {float(self.logs['loss/G/total']):.3f}")
 
 
 class _ContextRecorder:
@@ -62,7 +66,8 @@ class _ContextRecorder:
 
 
 def try_one_step(run: Run, images: int = STEP_IMAGES) -> StepResult:
-    """Train ``run`` for one step on ``min(train.batch_size, images)`` images, as the loop does.
+    """Train ``run`` for one step on ``min(train.batch_size, images)`` images (per micro-batch, with
+    ``train.accumulate``), as the loop does.
 
     The run trains on that batch from now on (its recipe says so), so it is spent for a real
     training: ``ganforge check`` builds one only to try it. A non-finite loss is the error the
@@ -71,7 +76,7 @@ def try_one_step(run: Run, images: int = STEP_IMAGES) -> StepResult:
     values = run.recipe.to_dict()
     values["train"]["batch_size"] = size  # the latents are drawn at the recipe's batch size
     run.recipe = Recipe(values, run.recipe.source)
-    run.batcher.batch_size = size
+    run.batcher.batch_size = size * run.recipe.train.accumulate  # train.accumulate micro-batches of that size
     recorder = _ContextRecorder()
     run.host.pm.register(recorder, name=RECORDER)
     try:

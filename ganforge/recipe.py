@@ -30,6 +30,7 @@ MAX_IMAGE_SIZE = 4096
 MAX_GENERATED_IMAGES = 10_000_000  # 7.8 GB of 28 px sprites already
 MAX_NOISE_DIM = 65_536
 MAX_D_STEPS = 1000
+MAX_ACCUMULATE = 1000
 MAX_THREADS = 1024
 PRECISIONS = ("fp32", "bf16")
 MEMORY_FORMATS = ("auto", "channels-last", "contiguous")
@@ -76,6 +77,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "train": {
         "steps": Field(1000, int, positive),
         "batch_size": Field(64, int, positive),
+        # Micro-batches of batch_size per D and per G update: an update on accumulate x batch_size
+        # images in a batch_size's memory (ganforge.accumulation, docs/architecture.md)
+        "accumulate": Field(1, int, between(1, MAX_ACCUMULATE)),
         "d_steps": Field(0, int, between(0, MAX_D_STEPS)),  # D updates per G update; 0: the plugins' choice, else 1
         "g_lr": Field(2e-4, float, learning_rate),
         "d_lr": Field(2e-4, float, learning_rate),

@@ -2,8 +2,9 @@
 
 Per step: update D on real and detached fake images (``run.d_steps`` times), then update G
 through the updated D. Plugins add named terms to either objective; each network gets one summed
-objective and one backward pass per update. Logging, samples and checkpoints run at the recipe's
-cadences, counted in generator steps.
+objective and one backward pass per update, or per micro-batch with ``train.accumulate``
+(:mod:`ganforge.accumulation`). Logging, samples and checkpoints run at the recipe's cadences,
+counted in generator steps.
 """
 
 from __future__ import annotations
@@ -11,24 +12,22 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Self
 
 import torch
 
-from . import distributed
+from . import accumulation, distributed
 from .checkpoint import restore_plugin_states
 from .errors import GanforgeError, PluginError
 from .losses import LossTerm, adversarial_loss
-from .models import DiscriminatorOutput, batch_norm_per_chunk, float32, frozen_batch_statistics, split_output
+from .models import DiscriminatorOutput, float32, frozen_batch_statistics
 from .outputs import RunOutputs
 from .run import Run
 from .scoring import TrainingEvaluation
+from .stopping import StopRequests, TrainingInterrupted
 from . import step_services
-from .step_services import autocast, real_conditions, training_latents, transform
+from .step_services import autocast, discriminator_passes, named_views, real_conditions, training_latents, transform
 
 
 @dataclass
@@ -47,7 +46,8 @@ class StepContext:
     ``view_info`` and ``fake_view_info`` hold, by the same names, what a view returned as
     ``(name, images, info)`` carried (the random draws behind a moved copy, say), so a plugin
     hands its term what made the view without keeping it on itself between hooks. D phase only:
-    all four are empty in the G phase.
+    all four are empty in the G phase. With ``train.accumulate`` each micro-batch has its own
+    context, holding that micro-batch; ``step`` is the step's.
     """
 
     phase: str
@@ -115,53 +115,11 @@ def trainable(module: torch.nn.Module) -> list[torch.Tensor]:
     return [parameter for parameter in module.parameters() if parameter.requires_grad]
 
 
-def discriminator_passes(run: Run, batches: list[tuple[torch.Tensor, dict[str, torch.Tensor], bool]]
-                         ) -> list[DiscriminatorOutput]:
-    """D's outputs on several batches, each ``(images, conditions, moves_statistics)``, through the
-    run's transforms (each batch drawn in turn, as separate passes would draw).
-
-    They share one pass: one matrix product per layer instead of one per batch (the D phase's
-    real, fake and view passes took 70 ms together against 81 ms apart on the InfoGAN MNIST
-    networks, docs/performance.md), with batch norm kept per batch by :func:`batch_norm_per_chunk`,
-    so each batch is normalised as if alone and only those marked move the running statistics.
-    Heads see the conditions every batch has."""
-    seen = [transform(run, images) for images, _, _ in batches]
-    if run.recipe.train.compile:
-        # Compiled networks take one batch at a time: per-batch batch norm would recompile every step.
-        outputs = []
-        for images, (_, conditions, moves) in zip(seen, batches):
-            with contextlib.nullcontext() if moves else frozen_batch_statistics(run.discriminator), autocast(run):
-                outputs.append(float32(run.training_discriminator(images, conditions)))
-        return outputs
-    shared = set.intersection(*(set(conditions) for _, conditions, _ in batches))
-    conditions = {name: torch.cat([batch[1][name] for batch in batches]) for name in sorted(shared)}
-    sizes = [len(images) for images in seen]
-    with batch_norm_per_chunk(run.discriminator, sizes, [moves for *_, moves in batches]), autocast(run):
-        output = run.training_discriminator(torch.cat(seen), conditions)
-    return split_output(float32(output), sizes)
-
-
-def named_views(contributions: list, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
-    """The views the plugins contributed, by name, in the order they came, and the info of those
-    given as ``(name, images, info)``; a name given twice is the plugins' fault."""
-    views = [tuple(view) for contribution in contributions for view in contribution]
-    for view in views:
-        if len(view) not in (2, 3):
-            raise PluginError(f"{kind} must be (name, images) or (name, images, info), got {len(view)} items")
-    names = [name for name, *_ in views]
-    if len(set(names)) != len(names):
-        raise PluginError(f"two plugins contribute {kind} of one name: {sorted(names)}")
-    return {view[0]: view[1] for view in views}, {view[0]: view[2] for view in views if len(view) == 3}
-
-
-def discriminator_step(run: Run, keep_graph: bool = True) -> tuple[StepContext, torch.Tensor, dict[str, torch.Tensor]]:
-    """One D update on a fresh batch and fresh fakes; returns its context, the fakes (attached to
-    G's graph when ``keep_graph``: the G update uses them) and its logs."""
+def discriminator_objective(run: Run, real: torch.Tensor, labels: dict[str, torch.Tensor],
+                            latents: dict[str, torch.Tensor], keep_graph: bool) -> tuple[StepContext, torch.Tensor, torch.Tensor]:
+    """D's objective on one (micro-)batch of real images and fresh fakes of ``latents``; returns its
+    context, the fakes (attached to G's graph when ``keep_graph``) and the objective."""
     hook = run.host.hook
-    real, labels, new_epoch = run.batcher.next()
-    if new_epoch:
-        hook.ganforge_epoch_end(run=run, epoch=run.batcher.epoch)
-    latents = training_latents(run)
     with contextlib.nullcontext() if keep_graph else torch.no_grad(), autocast(run):
         fake = run.generator_forward(latents, run.training_generator)
     fake = fake.float()
@@ -184,41 +142,84 @@ def discriminator_step(run: Run, keep_graph: bool = True) -> tuple[StepContext, 
         # waits for a gradient of every parameter the pass touched.
         total = total + 0 * sum(value.sum() for output in (d_real, d_fake, *d_views)
                                 for value in (output.logits, *output.heads.values()))
+    return ctx, fake, total
+
+
+def discriminator_step(run: Run, keep_graph: bool = True
+                       ) -> tuple[list[StepContext], list[torch.Tensor], dict[str, torch.Tensor]]:
+    """One D update on a fresh batch and fresh fakes, in ``train.accumulate`` micro-batches;
+    returns each micro-batch's context and fakes (attached to G's graph when ``keep_graph`` and the
+    update is one batch: the G update uses them) and the update's logs, each term's mean over the
+    micro-batches."""
+    hook = run.host.hook
+    real, labels, new_epoch = run.batcher.next()
+    if new_epoch:
+        hook.ganforge_epoch_end(run=run, epoch=run.batcher.epoch)
+    latents = training_latents(run)
+    # Each micro-batch's graph through G would live until the G update, holding the memory
+    # accumulation is there to save: the G update makes those fakes again instead.
+    keep_graph = keep_graph and not accumulation.accumulating(run)
     run.optimizer_d.zero_grad(set_to_none=True)
-    # Gradients for D's trainable parameters only: an image a penalty made differentiable gets none.
-    total.backward(inputs=trainable(run.discriminator))
+    contexts, fakes, per_batch = [], [], []
+    for (micro_real, micro_labels, micro_latents), last in accumulation.micro_batches(run, real, labels, latents):
+        with accumulation.synced_after(run, run.training_discriminator, last):
+            ctx, fake, total = discriminator_objective(run, micro_real, micro_labels, micro_latents, keep_graph)
+            # Gradients for D's trainable parameters only: an image a penalty made differentiable gets none.
+            accumulation.backward(run, total, trainable(run.discriminator))
+        contexts.append(ctx)
+        fakes.append(fake)
+        per_batch.append(ctx.logs)
     run.optimizer_d.step()
     run.images_seen += real.shape[0] * run.ranks.world_size
-    return ctx, fake, logs
+    return contexts, fakes, mean_logs(per_batch)
+
+
+def generator_objective(run: Run, ctx: StepContext, fake: torch.Tensor, logs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """G's objective on one (micro-)batch of the last D update, through the updated D, logging
+    into ``logs``."""
+    if accumulation.accumulating(run):
+        # The same latents made into fakes again, now with G's graph; G's batch statistics moved
+        # already, when the D update made them.
+        with frozen_batch_statistics(run.generator), autocast(run):
+            fake = run.generator_forward(ctx.latents, run.training_generator).float()
+    # Only G's parameters receive gradients (D's own flags are left alone), and this pass does not
+    # move D's batch statistics.
+    with frozen_batch_statistics(run.discriminator), autocast(run):
+        d_fake = float32(run.discriminator(transform(run, fake), ctx.latents))
+    g_ctx = StepContext("G", ctx.step, run, ctx.real, ctx.labels, ctx.latents, fake, d_fake, None, logs, ctx.conditions)
+    return objective("G", adversarial_loss(run.loss, g_ctx), run.host.hook.ganforge_generator_loss_terms(ctx=g_ctx), logs)
 
 
 def train_step(run: Run) -> dict[str, torch.Tensor]:
     """One generator step and the discriminator steps before it; returns the step's detached logs."""
-    hook = run.host.hook
-
     # Update D on real and detached fake images; with several D steps, each term is logged as
     # its mean over them.
     # Only the last step's fakes are kept with G's graph; the others are made without one.
     per_step = []
     for index in range(run.d_steps):
-        ctx, fake, step_logs = discriminator_step(run, keep_graph=index == run.d_steps - 1)
+        contexts, fakes, step_logs = discriminator_step(run, keep_graph=index == run.d_steps - 1)
         per_step.append(step_logs)
     logs = mean_logs(per_step)
 
-    # Update G through the updated D, on the last D step's fakes. Only G's parameters receive
-    # gradients (D's own flags are left alone), and this pass does not move D's batch statistics.
-    with frozen_batch_statistics(run.discriminator), autocast(run):
-        d_fake = float32(run.discriminator(transform(run, fake), ctx.latents))
-    ctx = StepContext("G", ctx.step, run, ctx.real, ctx.labels, ctx.latents, fake, d_fake, None, logs, ctx.conditions)
-    total = objective("G", adversarial_loss(run.loss, ctx), hook.ganforge_generator_loss_terms(ctx=ctx), logs)
+    # Update G through the updated D, on the last D step's latents and fakes, micro-batch by
+    # micro-batch. The last micro-batch logs into the step's logs, the others into copies; each
+    # G term ends as its mean over them.
+    d_logs = dict(logs)
     run.optimizer_g.zero_grad(set_to_none=True)
-    total.backward(inputs=trainable(run.generator))
+    per_batch = []
+    for ctx, fake in zip(contexts, fakes):
+        last = ctx is contexts[-1]
+        g_logs = logs if last else dict(d_logs)
+        with accumulation.synced_after(run, run.training_generator, last):
+            accumulation.backward(run, generator_objective(run, ctx, fake, g_logs), trainable(run.generator))
+        per_batch.append({name: value for name, value in g_logs.items() if d_logs.get(name) is not value})
     run.optimizer_g.step()
+    logs.update(mean_logs(per_batch))
     return logs
 
 
 def mean_logs(per_step: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Each name's mean over the D steps that logged it."""
+    """Each name's mean over the D steps (or micro-batches) that logged it."""
     if len(per_step) == 1:
         return per_step[0]
     names = dict.fromkeys(name for logs in per_step for name in logs)
@@ -259,60 +260,6 @@ class Meter:
 
     def state_dict(self) -> dict:
         return {"sums": dict(self.sums), "counts": dict(self.counts)}
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class TrainingInterrupted(GanforgeError):
-    """SIGINT or SIGTERM stopped training: after the current step and a checkpoint, or, on a second
-    signal, at once. The exit code is the shell's for that signal (130, 143)."""
-
-    def __init__(self, signal_number: int, checkpoint: Path, step: int | None = None):
-        super().__init__()
-        self.signal_name = signal.Signals(signal_number).name
-        self.exit_code = 128 + signal_number
-        self.checkpoint = checkpoint
-        self.step = step  # the step checkpointed; None when a second signal stopped training at once
-        self.resume_command = ""  # the command line that continues the run, filled in by the caller
-
-    def __str__(self) -> str:
-        if self.step is None:
-            stopped = f"stopped at once by a second {self.signal_name}; {self.checkpoint} holds the last checkpoint"
-        else:
-            stopped = f"stopped by {self.signal_name} after step {self.step}; checkpoint written to {self.checkpoint}"
-        if not self.checkpoint.is_file():
-            return f"{stopped}; no checkpoint was written: delete {self.checkpoint.parent.parent} to start the run again"
-        resume = f"resume with: {self.resume_command}" if self.resume_command else "resume it with --resume"
-        return f"{stopped}; {resume}"
-
-
-class StopRequests:
-    """While active, SIGINT and SIGTERM ask training to stop after the current step; a second
-    signal stops it at once (checkpoints are written atomically, so that never corrupts one).
-    The previous handlers come back on exit."""
-
-    def __init__(self, checkpoint: Path):
-        self.checkpoint = checkpoint
-        self.signal_number: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> Self:
-        # Python lets only the main thread install handlers; elsewhere signals keep their defaults.
-        if threading.current_thread() is threading.main_thread():
-            for number in STOP_SIGNALS:
-                self._previous[number] = signal.signal(number, self._request)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-        self._previous.clear()
-
-    def _request(self, number: int, frame) -> None:
-        if self.signal_number is not None:
-            raise TrainingInterrupted(number, self.checkpoint)
-        self.signal_number = number
 
 
 def train(run: Run, outputs: RunOutputs, progress, resumed: dict | None = None) -> None:

@@ -1,8 +1,10 @@
 """``ganforge run`` for the distributed tests, with two test plugins: a model without batch norm
 (so that DDP's averaged gradients can equal one process's on the combined batch exactly), a
-recorder of the first step's gradients, and optionally a head that no loss term uses.
+recorder of the first step's gradients (and, with ``--record-sync``, of whether each of its
+micro-batches' backward passes let DDP average the gradients), and optionally a head that no loss
+term uses.
 
-    python tests/distributed_probe.py RECIPE [--record FILE] [--unused-head] [--resume]
+    python tests/distributed_probe.py RECIPE [--record FILE] [--record-sync FILE] [--unused-head] [--resume]
 
 Started once per rank with torchrun's environment (RANK, WORLD_SIZE, ...), or alone.
 """
@@ -21,6 +23,11 @@ from ganforge.errors import GanforgeError
 from ganforge.launch import run_recipe
 from ganforge.models import Discriminator
 from ganforge.pluginmanager import make_plugin_host
+
+#: The float32 operations on the way to the plain MLP's gradients: G's 8 and 64 inputs, D's conv
+#: (16 taps), linear (1,568 inputs) and head (32), back through both, and the weight gradients'
+#: sums over 16 x 14 x 14 positions: under 10,000 in all.
+PLAIN_MLP_GRADIENT_TERMS = 10_000
 
 
 class PlainD(Discriminator):
@@ -47,8 +54,23 @@ def build_plain(image_shape, input_dim):
 
 
 class Probe:
-    def __init__(self, record: Path | None, unused_head: bool):
-        self.record, self.unused_head = record, unused_head
+    def __init__(self, record: Path | None, unused_head: bool, record_sync: Path | None = None):
+        self.record, self.unused_head, self.record_sync = record, unused_head, record_sync
+        self.synced: dict[str, list[bool]] = {"D": [], "G": []}
+
+    def note_sync(self, ctx, network) -> list:
+        # Inside DDP's no_sync() the flag is off: that micro-batch's backward pass averages nothing.
+        if ctx.step == 1:
+            self.synced[ctx.phase].append(bool(getattr(network, "require_backward_grad_sync", True)))
+        return []
+
+    @hookimpl
+    def ganforge_discriminator_loss_terms(self, ctx):
+        return self.note_sync(ctx, ctx.run.training_discriminator)
+
+    @hookimpl
+    def ganforge_generator_loss_terms(self, ctx):
+        return self.note_sync(ctx, ctx.run.training_generator)
 
     @hookimpl
     def ganforge_register_models(self, register):
@@ -65,6 +87,8 @@ class Probe:
             grads.update({f"D.{name}": p.grad.clone() for name, p in run.discriminator.named_parameters()
                           if p.grad is not None})
             torch.save(grads, self.record)
+        if step == 1 and self.record_sync and run.ranks.primary:
+            torch.save(self.synced, self.record_sync)
 
 
 def main() -> None:
@@ -73,8 +97,9 @@ def main() -> None:
     parser.add_argument("--record", type=Path)
     parser.add_argument("--unused-head", action="store_true")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--record-sync", type=Path)
     args = parser.parse_args()
-    host = make_plugin_host(plugins=[("probe", Probe(args.record, args.unused_head))])
+    host = make_plugin_host(plugins=[("probe", Probe(args.record, args.unused_head, args.record_sync))])
     try:
         run_recipe(args.recipe, resume=args.resume, host=host)
     except GanforgeError as error:

@@ -18,15 +18,12 @@ import pytest
 import torch
 
 from .conftest import write_recipe
+from .distributed_probe import PLAIN_MLP_GRADIENT_TERMS
 from .tolerance import assert_close_to_rounding, by_layer
 
 PROBE = Path(__file__).with_name("distributed_probe.py")
 TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable))
 LAUNCH_TIMEOUT = 120
-#: The float32 operations on the way to the probe's plain-MLP gradients: G's 8 and 64 inputs, D's
-#: conv (16 taps), linear (1,568 inputs) and head (32), back through both, and the weight
-#: gradients' sums over 16 x 14 x 14 positions: under 10,000 in all.
-PLAIN_MLP_GRADIENT_TERMS = 10_000
 
 
 def recipe(model: str = "plain-mlp", **train) -> dict:

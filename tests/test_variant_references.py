@@ -97,7 +97,7 @@ def test_r1_penalises_each_samples_own_gradient(tmp_path):
     batch equals the one of that image alone, through the same D in train mode."""
     run = built_run(tmp_path, plugins={"r1": {"gamma": 2.0, "every": 1}})
     assert not batch_norms(run.discriminator) and any("r1:" in note for note in run.notes)
-    ctx, _, _ = discriminator_step(run)
+    (ctx,), _, _ = discriminator_step(run)
     (term,) = run.plugins["r1"].ganforge_discriminator_loss_terms(ctx)
     run.discriminator.train()
     alone = []
@@ -222,7 +222,7 @@ def test_conditional_wgan_gp_scores_interpolates_with_the_real_labels(tmp_path):
     from ganforge_plugins.objectives.wgan_gp import STREAM
 
     run = built_run(tmp_path, plugins={"wgan-gp": {}, "conditional": {"classes": 4}}, loss={"name": "wasserstein"})
-    ctx, _, _ = discriminator_step(run)
+    (ctx,), _, _ = discriminator_step(run)
     real_labels, fake_labels = ctx.conditions["label"], ctx.latents["label"]
     assert not torch.equal(real_labels, fake_labels)
     stream = run.rng(STREAM)

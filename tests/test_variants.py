@@ -49,7 +49,7 @@ def test_wgan_gp_trains_a_critic_without_batch_norm_five_critic_steps_and_a_pena
     run = built_run(tmp_path, plugins={"wgan-gp": {}}, **WGAN)
     assert not batch_norms(run.discriminator) and batch_norms(run.generator)
     assert run.d_steps == 5 and any("wgan-gp" in note for note in run.notes)
-    ctx, _, logs = discriminator_step(run)
+    (ctx,), _, logs = discriminator_step(run)
     (term,) = run.plugins["wgan-gp"].ganforge_discriminator_loss_terms(ctx)
     assert term.name == "gradient_penalty" and term.weight == 10.0 and term.value > 0
     assert all(g is None for g in gradients_of(term.value, run.generator))
@@ -93,11 +93,11 @@ def test_wasserstein_without_a_lipschitz_penalty_and_impossible_combinations_are
 
 def test_r1_is_lazy_scaled_by_its_interval_and_r2_penalises_generated_images(tmp_path):
     run = built_run(tmp_path, plugins={"r1": {"gamma": 2.0, "every": 2}, "r2": {"gamma": 2.0, "every": 1}})
-    ctx, _, _ = discriminator_step(run)  # step 1: R1 rests, R2 (every step) works
+    (ctx,), _, _ = discriminator_step(run)  # step 1: R1 rests, R2 (every step) works
     assert run.plugins["r1"].ganforge_discriminator_loss_terms(ctx) == []
     (r2,) = run.plugins["r2"].ganforge_discriminator_loss_terms(ctx)
     run.step += 1
-    ctx, _, _ = discriminator_step(run)
+    (ctx,), _, _ = discriminator_step(run)
     (r1,) = run.plugins["r1"].ganforge_discriminator_loss_terms(ctx)
     images = ctx.real.detach().requires_grad_(True)
     (gradient,) = torch.autograd.grad(ctx.discriminate(images, ctx.conditions).logits.sum(), images)
@@ -136,7 +136,7 @@ def test_conditional_projects_the_label_and_g_reads_it(tmp_path):
     added = projection(with_label.features, {"label": labels})
     assert torch.allclose(with_label.logits, trunk_only + added, atol=1e-6)
     # The real images' labels condition D in the D phase.
-    ctx, _, _ = discriminator_step(run)
+    (ctx,), _, _ = discriminator_step(run)
     assert torch.equal(ctx.conditions["label"].argmax(1), ctx.labels["shape"])
 
 
@@ -170,7 +170,7 @@ def test_acgan_class_loss_reaches_g_through_generated_images_and_d_through_both(
     run = built_run(tmp_path, plugins={"acgan": CLASSES, "infogan": {"codes": [INFOGAN["codes"][1]]}})
     from ganforge.training import StepContext
 
-    stepped, fake, _ = discriminator_step(run)  # a step's batch; its graph is spent, so pass D again
+    (stepped,), (fake,), _ = discriminator_step(run)  # a step's batch; its graph is spent, so pass D again
     d_real = run.discriminator(stepped.real, stepped.conditions)
     d_fake = run.discriminator(stepped.fake, stepped.latents)
     ctx = StepContext("D", 1, run, stepped.real, stepped.labels, stepped.latents, stepped.fake, d_fake, d_real, {},
