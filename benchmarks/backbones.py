@@ -45,6 +45,13 @@ ROWS = {
     "dcgan": ["model.name=dcgan", "latent.noise=normal", "latent.noise_dim=100", "loss.name=non-saturating"],
     "resnet": ["model.name=resnet", "model.options={g_width = 64, d_width = 64}", "latent.noise=normal",
                "latent.noise_dim=128", "loss.name=hinge", "plugins.spectral-norm={}"],
+    "biggan": ["model.name=biggan", "model.options={g_width = 16, d_width = 16}", "latent.noise=normal",
+               "latent.noise_dim=128", "loss.name=hinge", "plugins.spectral-norm={generator = true}"],
+    # The paper's setup (config F: style mixing 0.9, a residual D) with R1 at the cifar
+    # configuration's gamma, 0.01, every 16 steps; no path-length term, as in that configuration.
+    "stylegan2": ["model.name=stylegan2", "model.options={channel_base = 1024, w_dim = 128, mbstd_group = 4}",
+                  "latent.noise=normal", "latent.noise_dim=128", "loss.name=non-saturating",
+                  "plugins.r1={gamma = 0.01}"],
 }
 
 #: Regularisers for little data, each added to a row in the limited-data comparison.
