@@ -24,6 +24,13 @@ def exit_code_table() -> str:
     return "\n".join(f"{code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
 
 
+def on_one_line(text: str) -> str:
+    """``text`` with every character that is not printable written as its escape (``\\x1e``): a
+    recipe key or name typed with a control character, which ``str.splitlines`` and terminals
+    treat as a line break, must not split the one-line message that quotes it."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 class GanforgeError(Exception):
     """A mistake the user can fix: the CLI prints ``str(error)`` on one line and exits with
     ``exit_code``. Subclasses say whose mistake it was."""
@@ -32,7 +39,7 @@ class GanforgeError(Exception):
 
     def __str__(self) -> str:
         # ``hints`` are further clauses added on the way up (how to resume, for example).
-        return "; ".join([super().__str__(), *getattr(self, "hints", ())])
+        return on_one_line("; ".join([super().__str__(), *getattr(self, "hints", ())]))
 
     def hint(self, text: str) -> "GanforgeError":
         """Add a clause to the one-line message; returns the error, to ``raise`` it again."""

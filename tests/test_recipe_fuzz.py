@@ -376,3 +376,14 @@ def test_what_the_data_or_the_model_cannot_take_is_a_one_line_error(changes):
         recipe[section].update(values)
     RECIPE.write_text(dump_toml(recipe))
     refused_by_both(RECIPE)
+
+
+def test_a_key_typed_with_a_control_character_is_quoted_on_one_line(tmp_path):
+    # Found by the fuzzing above: "\x1e" (record separator) is a line break to str.splitlines and
+    # to terminals, so a message quoting the key as typed took two lines.
+    codes = [{"name": "digit", "dist": "categorical", "size": 4, "weight": 1.0}]
+    recipe = tiny_recipe(tmp_path, plugins={"infogan": {"codes": codes, "code_moves": {"\x1e": "degrees"}}})
+    path = tmp_path / "recipe.toml"
+    path.write_text(dump_toml(recipe))
+    line = assert_one_line_cli_error(invoke("check", path), 2, "plugins.infogan.code_moves.\\x1e", "no code of that name")
+    assert "\x1e" not in line
