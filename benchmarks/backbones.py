@@ -39,8 +39,9 @@ COMMON = ["data.name=fashion-mnist", "data.image_size=32", "data.split=all", "tr
           "train.log_every=100", "train.sample_every=500", "train.checkpoint_every=500", "train.threads=1",
           "plugins.ema={decay = 0.999}"]
 
-#: Each backbone with what its paper trains it with. The widths are CPU-sized: each row trains
-#: 1,000 steps in about 20 minutes on one core of a 2-core machine.
+#: Each backbone with what its paper trains it with, at CPU-sized widths. On a shared 2-core
+#: machine 30 steps ran at 35 (dcgan), 8 (resnet), 23 (biggan) and 9 (stylegan2) images/s, so
+#: 1,000 steps take 30 to 130 minutes a row there (docs/variants.md).
 ROWS = {
     "dcgan": ["model.name=dcgan", "latent.noise=normal", "latent.noise_dim=100", "loss.name=non-saturating"],
     "resnet": ["model.name=resnet", "model.options={g_width = 64, d_width = 64}", "latent.noise=normal",
