@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch import nn
 
+from ganforge import testing
 from ganforge.plugin_spec import LIPSCHITZ
 from ganforge.training import discriminator_step, train_step
 
-from .conftest import assert_one_line_cli_error, invoke, tiny_recipe, write_recipe
+from .conftest import assert_one_line_cli_error, invoke, make_host, tiny_recipe, write_recipe
 from .test_variant_hooks import batch_norms, built_run
 
 EPS = torch.finfo(torch.float32).eps
@@ -155,6 +156,23 @@ def test_spectral_norm_removes_d_batch_norms_so_a_sample_is_scored_alone(tmp_pat
     tolerance = PASSES * EPS * math.sqrt(WIDEST_SUM) * first.abs().max()
     assert (first - other_company).abs().max() <= tolerance
     assert parameter_set(run.optimizer_d.param_groups) == {id(p) for p in run.discriminator.parameters()}
+
+
+@pytest.mark.parametrize("plugins", [{"spectral-norm": {}}, {"r1": {}}], ids=["spectral-norm", "r1"])
+def test_q_head_keeps_its_batch_norm_where_d_loses_its_own_and_info_loss_trains_it(tmp_path, plugins):
+    """Only the road to D's logits must score a sample alone; Q's outputs are its own."""
+    from .test_variant_hooks import INFOGAN
+
+    run = built_run(tmp_path, plugins={**plugins, "infogan": INFOGAN}, loss={"name": "hinge"})
+    assert not batch_norms(run.discriminator.trunk)
+    q_norms = batch_norms(run.discriminator.heads["q"])
+    assert q_norms, "InfoGAN's Q head lost its batch norm"
+    step = testing.step_once(tiny_recipe(tmp_path / "stepped", plugins={**plugins, "infogan": INFOGAN},
+                                         loss={"name": "hinge"}), host=make_host())
+    trained = batch_norms(step.run.discriminator.heads["q"])
+    assert all(int(norm.num_batches_tracked) > 0 for norm in trained)
+    # Batch norm's scale starts at 1: one step of the info loss must have moved it.
+    assert not torch.equal(trained[0].weight, torch.ones_like(trained[0].weight)), "Q's batch norm was not trained"
 
 
 def test_spectral_norm_with_layer_norms_trains_the_new_layers(tmp_path):

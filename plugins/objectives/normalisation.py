@@ -14,11 +14,17 @@ NORMALISATIONS = ("layer", "instance", "none")
 
 
 def per_sample_discriminator(run, kind: str, plugin: str, why: str) -> None:
-    """Replace D's batch norms by ``kind`` in ``ganforge_models_built`` and say so in ``ganforge
-    check``. D's optimizer groups are made afresh, in the layers' order, so that checkpoints keep
-    the layout they always had (the core would otherwise complete them itself). Harmless when
-    another plugin did it first: there is then no batch norm left to replace, and nothing to say."""
-    replaced = replace_batch_norms(run.discriminator, kind)
+    """Replace the batch norms on D's road to its logits by ``kind`` in ``ganforge_models_built``
+    and say so in ``ganforge check``: the trunk's, and those of heads that add to the logits (a
+    projection). A head with outputs of its own (InfoGAN's Q, an auxiliary classifier) keeps its
+    batch norms: neither a gradient penalty nor a Lipschitz bound is taken through it, and Q needs
+    them where D's features are sums over positions (the ResNet D), unnormalised. D's optimizer
+    groups are made afresh, in the layers' order, so that checkpoints keep the layout they always
+    had (the core would otherwise complete them itself). Harmless when another plugin did it
+    first: there is then no batch norm left to replace, and nothing to say."""
+    discriminator = run.discriminator
+    to_logits = [head for head in discriminator.heads.values() if getattr(head, "adds_to_logits", False)]
+    replaced = sum(replace_batch_norms(module, kind) for module in (discriminator.trunk, *to_logits))
     if replaced:
         run.parameter_groups["D"] = run.discriminator_groups()
         shape = "removed" if kind == "none" else f"{kind} norms"
