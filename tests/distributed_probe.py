@@ -4,7 +4,11 @@ recorder of the first step's gradients (and, with ``--record-sync``, of whether 
 micro-batches' backward passes let DDP average the gradients), and optionally a head that no loss
 term uses.
 
-    python tests/distributed_probe.py RECIPE [--record FILE] [--record-sync FILE] [--unused-head] [--resume]
+    python tests/distributed_probe.py RECIPE [--record FILE] [--record-sync FILE] [--record-weights DIR]
+                                      [--unused-head] [--resume]
+
+``--record-weights DIR`` has every rank save its networks' parameters at the end of training as
+``DIR/rank{N}.pt``: DDP must leave them the same on every rank.
 
 Started once per rank with torchrun's environment (RANK, WORLD_SIZE, ...), or alone.
 """
@@ -54,8 +58,10 @@ def build_plain(image_shape, input_dim):
 
 
 class Probe:
-    def __init__(self, record: Path | None, unused_head: bool, record_sync: Path | None = None):
+    def __init__(self, record: Path | None, unused_head: bool, record_sync: Path | None = None,
+                 record_weights: Path | None = None):
         self.record, self.unused_head, self.record_sync = record, unused_head, record_sync
+        self.record_weights = record_weights
         self.synced: dict[str, list[bool]] = {"D": [], "G": []}
 
     def note_sync(self, ctx, network) -> list:
@@ -90,6 +96,13 @@ class Probe:
         if step == 1 and self.record_sync and run.ranks.primary:
             torch.save(self.synced, self.record_sync)
 
+    @hookimpl
+    def ganforge_train_end(self, run, error):
+        if self.record_weights and error is None:
+            parameters = {f"{network}.{name}": p.detach().clone() for network, module in
+                          (("G", run.generator), ("D", run.discriminator)) for name, p in module.named_parameters()}
+            torch.save(parameters, self.record_weights / f"rank{run.ranks.rank}.pt")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -98,8 +111,10 @@ def main() -> None:
     parser.add_argument("--unused-head", action="store_true")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--record-sync", type=Path)
+    parser.add_argument("--record-weights", type=Path)
     args = parser.parse_args()
-    host = make_plugin_host(plugins=[("probe", Probe(args.record, args.unused_head, args.record_sync))])
+    probe = Probe(args.record, args.unused_head, args.record_sync, args.record_weights)
+    host = make_plugin_host(plugins=[("probe", probe)])
     try:
         run_recipe(args.recipe, resume=args.resume, host=host)
     except GanforgeError as error:
