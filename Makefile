@@ -23,4 +23,4 @@ run: $(VENV)/.installed
 	$(VENV)/bin/ganforge run $(RECIPE) $(if $(DATA_ROOT),--set data.root=$(DATA_ROOT)) $(ARGS)
 
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=15

@@ -11,9 +11,9 @@ real images in the Fashion-MNIST feature network's space, and the table is ``gan
     python benchmarks/backbones.py --rows dcgan resnet --seeds 0 1 --jobs 2
     python benchmarks/backbones.py --rows resnet --seeds 0 --limited 2000   # 2,000 training images
 
-``--limited N`` trains on the first N training images only (``data.size``-style subset through
-``data.holdout``: everything but N is held out) and scores against the held-out images, for the
-limited-data comparison. Needs the feature network: ``ganforge evaluator train --data
+``--limited N`` trains on N images only (``data.holdout`` holds out all the others, drawn once
+with a fixed seed, so every run trains on the same N) and scores against the held-out images, for
+the limited-data comparison. Needs the feature network: ``ganforge evaluator train --data
 fashion-mnist --image-size 32``.
 """
 
@@ -32,16 +32,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 GANFORGE = shutil.which("ganforge", path=os.path.dirname(sys.executable)) or "ganforge"
+BATCH = 64
 FASHION_TRAIN_IMAGES = 70_000  # Debian's package: the train and test splits together
 
-COMMON = ["data.name=fashion-mnist", "data.image_size=32", "data.split=all", "train.batch_size=64",
+COMMON = ["data.name=fashion-mnist", "data.image_size=32", "data.split=all", f"train.batch_size={BATCH}",
           "train.d_steps=1", "train.g_lr=2e-4", "train.d_lr=2e-4", "train.beta1=0.5", "train.beta2=0.999",
           "train.log_every=100", "train.sample_every=500", "train.checkpoint_every=500", "train.threads=1",
           "plugins.ema={decay = 0.999}"]
 
-#: Each backbone with what its paper trains it with, at CPU-sized widths. On a shared 2-core
-#: machine 30 steps ran at 35 (dcgan), 8 (resnet), 23 (biggan) and 9 (stylegan2) images/s, so
-#: 1,000 steps take 30 to 130 minutes a row there (docs/variants.md).
+#: Each backbone with what its paper trains it with, at CPU-sized widths. Alone on a 2-core AMD
+#: EPYC (two threads), 30 steps ran at about 200 (dcgan), 44 (resnet), 53 (biggan) and 35
+#: (stylegan2) images/s; two runs at once on one thread each, 300 steps took 2.9, 11.9, 7.4 and
+#: 11.9 minutes a row (docs/variants.md).
 ROWS = {
     "dcgan": ["model.name=dcgan", "latent.noise=normal", "latent.noise_dim=100", "loss.name=non-saturating"],
     "resnet": ["model.name=resnet", "model.options={g_width = 64, d_width = 64}", "latent.noise=normal",
@@ -55,11 +57,16 @@ ROWS = {
                   "plugins.r1={gamma = 0.01}"],
 }
 
-#: Regularisers for little data, each added to a row in the limited-data comparison.
+#: Regularisers for little data, each added to a row in the limited-data comparison, with their
+#: schedules scaled from the papers' runs to this one's length (``steps``): LeCam's averages start
+#: after a tenth of the run (the reference: 1,000 of 100,000 iterations would leave the term off
+#: for all of a short run), and ADA's p may move from 0 to 1 within a tenth of the images D sees
+#: (the reference's 500 kimg is 2% of a 25,000 kimg run; at 500 kimg here p would stay near 0).
 LIMITED = {
-    "none": [],
-    "diffaugment": ["plugins.diffaugment={}"],
-    "lecam": ["plugins.lecam={}"],
+    "none": lambda steps: [],
+    "diffaugment": lambda steps: ["plugins.diffaugment={}"],
+    "lecam": lambda steps: [f"plugins.lecam={{start = {steps // 10}}}"],
+    "ada": lambda steps: [f"plugins.ada={{speed_kimg = {steps * BATCH / 10 / 1000:g}}}"],
 }
 
 
@@ -69,7 +76,7 @@ def overrides(items: list[str]) -> list[str]:
 
 def train_and_evaluate(row: str, extra: str, seed: int, steps: int, limited: int, out_dir: Path) -> Path:
     name = f"{row}{'_' + extra if extra != 'none' else ''}_seed{seed}"
-    settings = [*COMMON, *ROWS[row], *LIMITED[extra], f"run.seed={seed}", f"run.name={name}",
+    settings = [*COMMON, *ROWS[row], *LIMITED[extra](steps), f"run.seed={seed}", f"run.name={name}",
                 f"run.out_dir={out_dir}", f"train.steps={steps}"]
     if limited:
         settings.append(f"data.holdout={FASHION_TRAIN_IMAGES - limited}")
