@@ -20,6 +20,7 @@ from ganforge import hookimpl
 from ganforge.launch import run_recipe
 from ganforge.testing import build_run
 from ganforge.training import train_step
+from ganforge_plugins.objectives.normalisation import replace_batch_norms
 
 from .conftest import (assert_one_line_cli_error, assert_same_training, invoke, make_host, metric_records, run_tiny,
                        tiny_recipe, write_recipe)
@@ -46,6 +47,12 @@ class PlainModels:
     @hookimpl
     def ganforge_register_models(self, register):
         register("plain-mlp", build_plain)
+
+    @hookimpl(trylast=True)
+    def ganforge_models_built(self, run):
+        # InfoGAN's Q head brings a batch norm, which it keeps under R1: a layer norm in its place
+        # keeps each of its outputs independent of the rest of the batch, as D's are.
+        replace_batch_norms(run.discriminator, "layer")
 
     @hookimpl
     def ganforge_discriminator_loss_terms(self, ctx):
@@ -83,8 +90,8 @@ def batches_put_together(seen: list, parts: int) -> list:
 @pytest.mark.parametrize("sections", [
     {},
     {"train": {"d_steps": 2}},
-    # InfoGAN's information terms in both phases; R1 each step, whose layer norms replace the Q
-    # head's batch norm, so that no output depends on the rest of its batch.
+    # InfoGAN's information terms in both phases (its Q head's batch norm swapped, above); R1
+    # each step.
     {"plugins": {"infogan": {"codes": INFOGAN_CODES}, "r1": {"every": 1}}},
 ], ids=["plain", "two-d-steps", "infogan-and-r1"])
 def test_two_micro_batches_update_as_one_batch_twice_their_size(tmp_path, sections):
