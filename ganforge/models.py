@@ -69,6 +69,11 @@ class DiscriminatorWithHeads(nn.Module):
         self._conditioned = {name: takes_conditions(head) for name, head in heads.items()}
         self._to_logits = [name for name, head in heads.items() if getattr(head, "adds_to_logits", False)]
 
+    def logit_heads(self) -> list[nn.Module]:
+        """The heads whose outputs are added to the adversarial logits: with the trunk, the road
+        from an image to its score (what a Lipschitz bound or a gradient penalty is about)."""
+        return [self.heads[name] for name in self._to_logits]
+
     def forward(self, images: torch.Tensor, conditions: dict[str, torch.Tensor] | None = None) -> DiscriminatorOutput:
         features = self.trunk.features(images)
         conditions = conditions or {}

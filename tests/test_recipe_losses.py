@@ -1,9 +1,10 @@
 """Every shipped recipe trains as it did when its losses were recorded.
 
 A short run of each recipe in ``recipes/`` (3 steps of 16 images, one thread, the residual
-backbones narrowed, through the same path as ``ganforge run``) must log the losses recorded in ``tests/recorded/recipe_losses.json``. A
-change to how a run is built or stepped that moves a random draw, an initialisation, the order of
-the plugins' hooks or a loss term changes these figures; a change of structure alone does not.
+backbones narrowed, through the same path as ``ganforge run``) must log the losses recorded in
+``tests/recorded/recipe_losses.json``. A change to how a run is built or stepped that moves a
+random draw, an initialisation, the order of the plugins' hooks or a loss term changes these
+figures; a change of structure alone does not.
 
 Where the CPU's kernels are those of a machine that recorded them, bit for bit; on other kernels,
 within what rounding alone can do to three steps, measured in the same test (``RoundingNudge``).

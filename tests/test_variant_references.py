@@ -16,7 +16,7 @@ from ganforge.plugin_spec import LIPSCHITZ
 from ganforge.training import discriminator_step, train_step
 
 from .conftest import assert_one_line_cli_error, invoke, make_host, tiny_recipe, write_recipe
-from .test_variant_hooks import batch_norms, built_run
+from .test_variant_hooks import INFOGAN, batch_norms, built_run
 
 EPS = torch.finfo(torch.float32).eps
 WIDEST_SUM = 128 * 7 * 7  # dcgan-28's D: its linear layer sums 6,272 products per output
@@ -161,15 +161,11 @@ def test_spectral_norm_removes_d_batch_norms_so_a_sample_is_scored_alone(tmp_pat
 @pytest.mark.parametrize("plugins", [{"spectral-norm": {}}, {"r1": {}}], ids=["spectral-norm", "r1"])
 def test_q_head_keeps_its_batch_norm_where_d_loses_its_own_and_info_loss_trains_it(tmp_path, plugins):
     """Only the road to D's logits must score a sample alone; Q's outputs are its own."""
-    from .test_variant_hooks import INFOGAN
-
-    run = built_run(tmp_path, plugins={**plugins, "infogan": INFOGAN}, loss={"name": "hinge"})
-    assert not batch_norms(run.discriminator.trunk)
-    q_norms = batch_norms(run.discriminator.heads["q"])
-    assert q_norms, "InfoGAN's Q head lost its batch norm"
-    step = testing.step_once(tiny_recipe(tmp_path / "stepped", plugins={**plugins, "infogan": INFOGAN},
-                                         loss={"name": "hinge"}), host=make_host())
+    step = testing.step_once(tiny_recipe(tmp_path, plugins={**plugins, "infogan": INFOGAN}, loss={"name": "hinge"}),
+                             host=make_host())
+    assert not batch_norms(step.run.discriminator.trunk)
     trained = batch_norms(step.run.discriminator.heads["q"])
+    assert trained, "InfoGAN's Q head lost its batch norm"
     assert all(int(norm.num_batches_tracked) > 0 for norm in trained)
     # Batch norm's scale starts at 1: one step of the info loss must have moved it.
     assert not torch.equal(trained[0].weight, torch.ones_like(trained[0].weight)), "Q's batch norm was not trained"

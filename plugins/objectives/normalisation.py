@@ -23,8 +23,7 @@ def per_sample_discriminator(run, kind: str, plugin: str, why: str) -> None:
     had (the core would otherwise complete them itself). Harmless when another plugin did it
     first: there is then no batch norm left to replace, and nothing to say."""
     discriminator = run.discriminator
-    to_logits = [head for head in discriminator.heads.values() if getattr(head, "adds_to_logits", False)]
-    replaced = sum(replace_batch_norms(module, kind) for module in (discriminator.trunk, *to_logits))
+    replaced = sum(replace_batch_norms(module, kind) for module in (discriminator.trunk, *discriminator.logit_heads()))
     if replaced:
         run.parameter_groups["D"] = run.discriminator_groups()
         shape = "removed" if kind == "none" else f"{kind} norms"
