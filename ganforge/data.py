@@ -192,6 +192,7 @@ class Batcher:
         self.epoch = 0
         self.position = 0
         self.order = torch.randperm(len(data), generator=generator)
+        self._device_order = None  # the epoch's order on the training device, made when first read
         self.streamed = isinstance(data.images, FileImages)
         self._loaded = None  # the DataLoader's iterator over the rest of this epoch (streamed data)
         # Holding the images on the training device once avoids a host copy per step on a GPU.
@@ -219,16 +220,19 @@ class Batcher:
             self.epoch += 1
             self.position = 0
             self.order = torch.randperm(len(self.data), generator=self.generator)
-            self._loaded = None
+            self._loaded = self._device_order = None
             new_epoch = True
-        index = self.share(self.order[self.position : self.position + self.batch_size])
+        if self._device_order is None:
+            # One copy of the order per epoch: a batch's index is then a slice on the device, with
+            # no host-to-device copy (on a GPU, one that waits for the host) inside a step.
+            self._device_order = self.order.to(self.device)
+        index = self.share(self._device_order[self.position : self.position + self.batch_size])
         if self.streamed:
             if self._loaded is None:
                 self._loaded = self._stream()
             images = next(self._loaded).to(self.device, non_blocking=True)
         else:
-            images = self.images.index_select(0, index.to(self.device))
-        index = index.to(self.device)
+            images = self.images.index_select(0, index)
         self.position += self.batch_size
         labels = {name: values.index_select(0, index) for name, values in self.labels.items()}
         return to_model_range(images), labels, new_epoch
@@ -242,4 +246,4 @@ class Batcher:
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
         self.order = state["order"].clone()
-        self._loaded = None  # the loader starts again where the checkpoint left off
+        self._loaded = self._device_order = None  # the loader starts again where the checkpoint left off

@@ -38,7 +38,7 @@ RESUMABLE_CHANGES = {
     "run.out_dir", "data.root", "data.download", "train.steps", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.threads",
     # How the same arithmetic runs: checkpoints from either setting load in the other.
-    "train.compile", "train.precision", "train.memory_format",
+    "train.compile", "train.compile_mode", "train.precision", "train.memory_format",
     # Scoring never changes what is trained (ganforge.scoring): every [eval] key.
     *(f"eval.{key}" for key in SCHEMA["eval"]),
 }

@@ -34,6 +34,8 @@ MAX_ACCUMULATE = 1000
 MAX_THREADS = 1024
 PRECISIONS = ("fp32", "bf16")
 MEMORY_FORMATS = ("auto", "channels-last", "contiguous")
+#: torch.compile's modes; "reduce-overhead" also captures each compiled pass as a CUDA graph (on a GPU)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "keep_checkpoints": Field(3, int, non_negative),  # periodic ones kept besides last.pt
         "threads": Field(0, int, between(0, MAX_THREADS)),  # 0 keeps torch's default
         "compile": Field(False, bool),  # torch.compile the networks (docs/performance.md: slower on small CPUs)
+        # with train.compile: torch.compile's mode; "reduce-overhead" replays CUDA graphs on a GPU
+        "compile_mode": Field("default", str, one_of(*COMPILE_MODES)),
         "precision": Field("fp32", str, one_of(*PRECISIONS)),  # bf16: autocast the passes; losses stay fp32
         "memory_format": Field("auto", str, one_of(*MEMORY_FORMATS)),  # auto: channels-last from 32 px up
         "optimizer": Field("adam", str, registry="optimizers"),

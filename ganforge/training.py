@@ -281,18 +281,22 @@ def train(run: Run, outputs: RunOutputs, progress, resumed: dict | None = None) 
         restore_plugin_states(run, resumed, outputs.last_checkpoint)
     if run.recipe.train.compile:
         # In place: the modules stay themselves, so checkpoints are the same with or without.
-        run.generator.compile()
-        run.discriminator.compile()
+        run.generator.compile(mode=run.recipe.train.compile_mode)
+        run.discriminator.compile(mode=run.recipe.train.compile_mode)
     run.training_generator = distributed.wrap(run.generator, ranks, run.device)
     run.training_discriminator = distributed.wrap(run.discriminator, ranks, run.device)
     progress.start(total=cadence.steps, completed=run.step, images=run.images_seen)
     scoring = TrainingEvaluation(run, outputs, progress) if run.recipe.eval.every and primary else None
     started, images_at_start = time.perf_counter(), run.images_seen
+    graphs_replayed = run.recipe.train.compile and run.recipe.train.compile_mode == "reduce-overhead"
     try:
         with StopRequests(outputs.last_checkpoint) as stop:
             if scoring and run.step == 0:
                 scoring.evaluate(0, candidate=False)  # fails fast; the curve's first point
             while run.step < cadence.steps:
+                if graphs_replayed:
+                    # A new step: the CUDA graphs' output memory of the last one may be reused.
+                    torch.compiler.cudagraph_mark_step_begin()
                 logs = train_step(run)
                 run.step += 1
                 step, last = run.step, run.step == cadence.steps

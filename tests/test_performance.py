@@ -4,6 +4,7 @@ pass, and a step never reads a tensor's value into Python (a device sync on a GP
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -186,16 +187,34 @@ def test_value_reads_are_recorded_so_the_next_test_can_fail():
     assert len(reads.reads) == 3
 
 
+#: Where the step runs: the CPU always; a GPU where there is one, where torch's own sync check
+#: also catches what no value read shows (a copy from pageable host memory, a blocking wait).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+@contextlib.contextmanager
+def device_syncs_are_errors(device: str):
+    if device != "cuda":
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("plugins", [
     {"infogan": {**INFOGAN, "consistency_weight": 3.0, "real_info_weight": 1.0}},
     {"infogan": INFOGAN, "wgan-gp": {}, "ema": {}},
 ], ids=["infogan-with-real-terms", "infogan-wgan-gp-ema"])
-def test_a_training_step_never_reads_a_tensor_value(tmp_path, plugins):
+def test_a_training_step_never_reads_a_tensor_value(tmp_path, plugins, device):
     """Losses stay tensors until the log cadence: no step syncs with the device."""
     loss = {"name": "wasserstein"} if "wgan-gp" in plugins else {}
-    run = built_run(tmp_path, plugins=plugins, loss=loss)
+    run = built_run(tmp_path, plugins=plugins, loss=loss, run={"device": device})
     train_step(run)  # first step: lazy set-up may read values
-    with ValueReads() as reads:
+    with ValueReads() as reads, device_syncs_are_errors(device):
         for _ in range(3):
             train_step(run)
     assert reads.reads == []
@@ -259,7 +278,10 @@ def test_a_compiled_run_trains_like_an_eager_one_and_their_checkpoints_load_in_e
     plugins = {"infogan": {**INFOGAN, "consistency_weight": 1.0}}
     steps = {"steps": 2, "log_every": 1, "sample_every": 1000, "checkpoint_every": 2, "keep_checkpoints": 0}
     eager = run_tiny(tmp_path / "eager", plugins=plugins, train=steps)
-    compiled = run_tiny(tmp_path / "compiled", plugins=plugins, train={**steps, "compile": True})
+    # reduce-overhead: on a GPU it replays CUDA graphs; on the CPU inductor skips the graphs, so
+    # this runs its kernels and the loop's marking of each step.
+    compiled = run_tiny(tmp_path / "compiled", plugins=plugins,
+                        train={**steps, "compile": True, "compile_mode": "reduce-overhead"})
     records = list(zip(metric_records(eager.directory), metric_records(compiled.directory)))
     assert [a["step"] for a, _ in records] == [1, 2]
     # The first step's losses come from the same weights: only the kernels' order of summation

@@ -10,6 +10,7 @@ is differentiable with respect to the images, so the generator's gradient flows 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -153,6 +154,13 @@ MOVE_DRAWS = ("degrees", "scale", "shear", "stretch", "shift_x", "shift_y", "thi
 MIRRORED_DRAWS = tuple(name in ("degrees", "shear", "shift_x") for name in MOVE_DRAWS)  # the ones a flip reverses
 
 
+@functools.lru_cache(maxsize=32)
+def constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``values`` as a tensor on ``device``, made once: a new one would be a copy from host memory
+    in every step, which on a GPU waits for the host."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
 def jitter(images: torch.Tensor, rng: torch.Generator, moves: Moves = Moves()) -> torch.Tensor:
     """Each image moved at random within ``moves`` (by default the handwriting preset: the changes
     of handwriting that do not change a digit). Slant, width and stroke weight matter most on
@@ -185,12 +193,12 @@ def jitter_with_draws(images: torch.Tensor, rng: torch.Generator, moves: Moves =
         moved = torch.lerp(moved, torch.where(weight > 0, grown, thinned), weight.abs())
     # affine_grid's offset maps output to input coordinates: a positive one moves the content left
     # and up, so the shift columns change sign to read "right" and "down".
-    signs = torch.tensor([1, 1, 1, 1, -1, -1, 1, 1, 1], dtype=draws.dtype, device=draws.device)
+    signs = constant((1, 1, 1, 1, -1, -1, 1, 1, 1), draws.dtype, draws.device)
     if moves.flip:  # drawn apart, so that sets of moves without a mirror keep their random stream
         mirrored = uniform(images, rng) < moves.flip
         moved = torch.where(mirrored.view(n, 1, 1, 1), moved.flip(3), moved)
         # A mirror turns the other way, slants the other way and moves the other way.
-        signs = torch.where(mirrored.view(n, 1) & torch.tensor(MIRRORED_DRAWS, device=draws.device), -signs, signs)
+        signs = torch.where(mirrored.view(n, 1) & constant(MIRRORED_DRAWS, torch.bool, draws.device), -signs, signs)
     if moves.brightness:  # drawn last, so that sets of moves without it keep their random stream
         draws[:, 7] = uniform(images, rng) * 2 - 1
         # A factor on the lightness above black (-1), even in log scale either way: a dark and a
