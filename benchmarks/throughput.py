@@ -11,6 +11,10 @@ during the benchmark moves both; the table shows the median of each.
 ganforge's figure is its own ``images_per_s`` over the whole run (metrics.jsonl, first step to
 last, sample grids and checkpoints included); the plain loop's is timed over the same number of
 steps after 5 warm-up steps, so the comparison favours the plain loop slightly.
+
+Each row also has its cost against the limit (benchmarks/cost.py): FLOP per image of one step of
+each loop (torch's FLOP counter), the GFLOP/s that ganforge's speed means, and that as a share of
+the machine's float32 matrix-product rate, measured at the start of the same run.
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import cost  # noqa: E402
+import plain_loop  # noqa: E402
+
 GANFORGE = shutil.which("ganforge", path=os.path.dirname(sys.executable)) or "ganforge"
 
 #: (row name, recipe, overrides, plain-loop setup, image size)
@@ -62,6 +71,15 @@ def plain_speed(setup: str, steps: int, image_size: int) -> float:
     return float(output.split(":")[1].split()[0])
 
 
+def flop_per_image(recipe: str, overrides: list[str], setup: str, size: int, data_root: str,
+                   out_dir: Path) -> tuple[float, float]:
+    """FLOP per image of one step: the plain loop's, ganforge's."""
+    images = torch.randint(0, 256, (1024, 1, size, size), dtype=torch.uint8)
+    plain = cost.step_flop(plain_loop.make(setup, images, 64).step, 64)
+    settings = [*overrides, f"run.out_dir={out_dir}"] + ([f"data.root={data_root}"] if "mnist" in recipe else [])
+    return plain, cost.recipe_flop_per_image(REPO / recipe, settings)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data" / "mnist"))
@@ -74,8 +92,12 @@ def main() -> None:
     print(f"# throughput: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch"
           f" {torch.__version__}, {args.steps} steps per measurement, median of {args.repeats}"
           + (f", ganforge with {' '.join(args.extra)}" if args.extra else ""))
-    print("| setup | plain loop, images/s | ganforge, images/s | ratio | every ratio |")
-    print("|---|---:|---:|---:|---|")
+    peak = cost.matmul_rate(torch.device("cpu")) * 1000
+    print(f"# the machine's limit: a 2048 x 2048 float32 matrix product at {peak:.0f} GFLOP/s"
+          f" ({torch.get_num_threads()} threads)")
+    print("| setup | plain loop, images/s | ganforge, images/s | ratio | every ratio |"
+          " MFLOP per image, plain / ganforge | ganforge GFLOP/s | share of the limit |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as scratch:
         for name, recipe, overrides, setup, size in rows:
             plain, ours = [], []
@@ -83,9 +105,12 @@ def main() -> None:
                 plain.append(plain_speed(setup, args.steps, size))
                 ours.append(ganforge_speed(recipe, overrides, args.steps, args.data_root, Path(scratch), args.extra))
             ratios = [b / a for a, b in zip(plain, ours)]
+            plain_flop, our_flop = flop_per_image(recipe, overrides, setup, size, args.data_root, Path(scratch))
+            achieved = statistics.median(ours) * our_flop / 1e9
             print(f"| {name} | {statistics.median(plain):.1f} | {statistics.median(ours):.1f} |"
                   f" {statistics.median(ours) / statistics.median(plain):.2f} |"
-                  f" {', '.join(f'{r:.2f}' for r in ratios)} |", flush=True)
+                  f" {', '.join(f'{r:.2f}' for r in ratios)} | {plain_flop / 1e6:.0f} / {our_flop / 1e6:.0f} |"
+                  f" {achieved:.1f} | {achieved / peak:.0%} |", flush=True)
 
 
 if __name__ == "__main__":
