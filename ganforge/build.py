@@ -188,14 +188,12 @@ def _build_models(run: Run) -> None:
     probe = run.sample_latents(2, torch.Generator().manual_seed(0)) if run.generator_takes_conditions else None
     check_models(generator, trunk, run.image_shape, run.input_dim, host.origin(host.models, recipe.model.name),
                  run.device, probe)
-    heads: dict[str, nn.Module] = {}
-    for contribution in host.hook.ganforge_discriminator_heads(run=run, feature_dim=trunk.feature_dim):
-        for name, module in contribution:
-            if name in heads:
-                raise PluginError(f"discriminator head {name!r} is contributed twice")
-            heads[name] = module
+    heads = _named_modules(host.hook.ganforge_discriminator_heads(run=run, feature_dim=trunk.feature_dim), "head")
+    networks = _named_modules(host.hook.ganforge_discriminator_networks(run=run, image_shape=run.image_shape),
+                              "network")
     run.generator = generator
-    run.discriminator = DiscriminatorWithHeads(trunk, dict(sorted(heads.items()))).to(run.device)
+    run.discriminator = DiscriminatorWithHeads(trunk, dict(sorted(heads.items())),
+                                               dict(sorted(networks.items()))).to(run.device)
     if run.channels_last():
         run.generator.to(memory_format=torch.channels_last)
         run.discriminator.to(memory_format=torch.channels_last)
@@ -205,6 +203,17 @@ def _build_models(run: Run) -> None:
     # group of its own); completed after it by _complete_parameter_groups.
     run.parameter_groups = {"G": [{"params": list(generator.parameters()), "lr": recipe.train.g_lr}],
                             "D": run.discriminator_groups()}
+
+
+def _named_modules(contributions: list, what: str) -> dict[str, nn.Module]:
+    """The ``(name, module)`` pairs every plugin returned, by name; a name given twice is a plugin error."""
+    modules: dict[str, nn.Module] = {}
+    for contribution in contributions:
+        for name, module in contribution:
+            if name in modules:
+                raise PluginError(f"discriminator {what} {name!r} is contributed twice")
+            modules[name] = module
+    return modules
 
 
 def _discriminator_steps(run: Run) -> int:

@@ -161,6 +161,20 @@ def ganforge_discriminator_heads(run, feature_dim):
 
 
 @hookspec
+def ganforge_discriminator_networks(run, image_shape):
+    """Extra named networks beside the discriminator, reading images rather than D's features
+    (InfoGAN-CR's network that tells which code a pair of images shares).
+
+    Return a list of ``(name, module)`` pairs. The core attaches each to the discriminator as
+    ``unwrap(run.discriminator).networks[name]``: the discriminator's optimizer trains it (at its
+    ``learning_rate`` attribute where it sets one, else ``train.d_lr``) and checkpoints hold it,
+    but no discriminator pass runs it: the plugin calls it from its loss terms, on whatever images
+    it makes. ``image_shape`` is the data's ``(C, H, W)``.
+    Not ``firstresult``: every plugin's networks are attached.
+    """
+
+
+@hookspec
 def ganforge_models_built(run):
     """Called once the models and heads exist, before the optimizers are made.
 

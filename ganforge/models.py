@@ -53,7 +53,7 @@ def takes_truncation(module: nn.Module) -> bool:
 
 
 class DiscriminatorWithHeads(nn.Module):
-    """The discriminator plus the plugins' heads, trained and checkpointed as one module.
+    """The discriminator plus the plugins' heads and networks, trained and checkpointed as one module.
 
     A head whose forward takes ``conditions`` receives the pass's conditions (a dict of tensors: the
     sampled latents for fakes, ``ganforge_real_conditions`` for real images); a head with
@@ -61,10 +61,12 @@ class DiscriminatorWithHeads(nn.Module):
     projection discriminator's class term).
     """
 
-    def __init__(self, trunk: Discriminator, heads: dict[str, nn.Module]):
+    def __init__(self, trunk: Discriminator, heads: dict[str, nn.Module], networks: dict[str, nn.Module] | None = None):
         super().__init__()
         self.trunk = trunk
         self.heads = nn.ModuleDict(heads)
+        # Trained and checkpointed with D, never run by its passes (ganforge_discriminator_networks).
+        self.networks = nn.ModuleDict(networks or {})
         # Read once here: attribute lookups on the heads inside forward would break under wrapping.
         self._conditioned = {name: takes_conditions(head) for name, head in heads.items()}
         self._to_logits = [name for name, head in heads.items() if getattr(head, "adds_to_logits", False)]

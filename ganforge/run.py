@@ -99,13 +99,13 @@ class Run:
         return chosen == "channels-last"
 
     def discriminator_groups(self) -> list[dict]:
-        """D's parameters as optimizer groups: the trunk at ``train.d_lr``, and each head at its own
-        ``learning_rate`` attribute where it sets one (a Q head may learn faster than D). A plugin
-        that replaces layers in ``ganforge_models_built`` assigns this afresh to
-        ``parameter_groups["D"]``."""
+        """D's parameters as optimizer groups: the trunk at ``train.d_lr``, and each head and each
+        network beside D at its own ``learning_rate`` attribute where it sets one (a Q head may
+        learn faster than D). A plugin that replaces layers in ``ganforge_models_built`` assigns
+        this afresh to ``parameter_groups["D"]``."""
         d_lr = self.recipe.train.d_lr
         groups = [{"params": list(self.discriminator.trunk.parameters()), "lr": d_lr}]
-        for head in self.discriminator.heads.values():
+        for head in (*self.discriminator.heads.values(), *self.discriminator.networks.values()):
             if any(True for _ in head.parameters()):
                 groups.append({"params": list(head.parameters()), "lr": getattr(head, "learning_rate", 0) or d_lr})
         return groups

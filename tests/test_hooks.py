@@ -349,6 +349,10 @@ class Recorder:
         self.calls.append(("discriminator_heads",))
 
     @hookimpl
+    def ganforge_discriminator_networks(self, run, image_shape):
+        self.calls.append(("discriminator_networks", tuple(image_shape)))
+
+    @hookimpl
     def ganforge_train_start(self, run):
         self.calls.append(("train_start", run.step))
 
@@ -402,7 +406,8 @@ def test_hooks_are_called_in_the_documented_order(tmp_path):
                       ("discriminator_loss_terms", n), ("generator_loss_terms", n), ("step_end", n, logs)]
     samples = lambda n: [("inference_generator",), ("samples", n, (64, 1, 28, 28), f"step_{n:07d}.png", True)]
     assert recorder.calls == [
-        ("generator_inputs",), ("discriminator_heads",), ("models_built",), ("discriminator_steps",),
+        ("generator_inputs",), ("discriminator_heads",), ("discriminator_networks", (1, 28, 28)), ("models_built",),
+        ("discriminator_steps",),
         ("discriminator_transforms",), ("train_start", 0),
         *step(1), *step(2), *samples(2),
         *step(3), ("epoch_end", 1), *step(4), ("log", 4), *samples(4),

@@ -583,3 +583,45 @@ def test_the_gradient_penalty_example_in_the_hook_docs_trains_a_critic_without_b
     logs = train_step(run)
     assert float(logs["loss/D/gp"]) > 0 and "gradient-penalty" in run.streams.state_dict()
     assert not batch_norms(run.discriminator)
+
+
+class PairCritic:
+    """An example plugin of docs/hooks.md's kind: a network beside D that reads a real image and a
+    fake one stacked, trained by a term of its own in D's objective."""
+
+    def __init__(self):
+        self.passes = 0
+
+    def count(self, module, args, output):
+        self.passes += 1
+
+    @hookimpl
+    def ganforge_discriminator_networks(self, run, image_shape):
+        network = nn.Sequential(nn.Conv2d(2 * image_shape[0], 4, 4, 2, 1), nn.LeakyReLU(0.2),
+                                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        network.register_forward_hook(self.count)
+        network.learning_rate = 1e-3
+        return [("pairs", network)]
+
+    @hookimpl
+    def ganforge_discriminator_loss_terms(self, ctx):
+        network = unwrap(ctx.run.discriminator).networks["pairs"]
+        logits = network(torch.cat([ctx.real, ctx.fake], dim=1))
+        return [LossTerm("pairs", F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long)))]
+
+
+def test_ganforge_discriminator_networks_are_trained_with_d_at_their_rate_run_only_by_their_plugin(tmp_path):
+    plugin = PairCritic()
+    run = built_run(tmp_path, make_host(("pairs", plugin)))
+    network = run.discriminator.networks["pairs"]
+    ids = {id(p) for p in network.parameters()}
+    (group,) = [g for g in run.optimizer_d.param_groups if {id(p) for p in g["params"]} & ids]
+    assert {id(p) for p in group["params"]} == ids and group["lr"] == 1e-3
+    assert not ids & {id(p) for p in run.optimizer_g.param_groups[0]["params"]}
+    before = copy.deepcopy(network.state_dict())
+    train_step(run)
+    # D's real/fake pass and G's pass did not run it: the plugin's own call did, once.
+    assert plugin.passes == 1
+    assert any(not torch.equal(before[name], value) for name, value in network.state_dict().items())
+    assert any(key.startswith("networks.pairs.") for key in run.discriminator.state_dict())
+    assert_resumes_bitwise(tmp_path / "resume", lambda: [("pairs", PairCritic())])
