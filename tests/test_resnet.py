@@ -122,3 +122,20 @@ def test_a_run_saved_before_model_options_existed_resumes(tmp_path):
     stored["model"]["options"] = {"g_width": 8}
     with pytest.raises(RecipeError, match="model.options"):
         check_resumable(stored, recipe, False, Console(file=io.StringIO()))
+
+
+def test_d_mbstd_group_lets_each_image_see_its_group_and_only_it():
+    """With ``d_mbstd_group = 4`` an image's logit depends on the three others of its group (the
+    gradient reaches them) and on no image of another group; without it, on itself alone."""
+    torch.manual_seed(0)
+    _, plain = build_resnet((1, 32, 32), 10, g_width=8, d_width=8)
+    _, grouped = build_resnet((1, 32, 32), 10, g_width=8, d_width=8, d_mbstd_group=4)
+    assert sum(p.numel() for p in grouped.parameters()) > sum(p.numel() for p in plain.parameters())
+    images = torch.randn(8, 1, 32, 32, requires_grad=True)
+    for network, together in ((grouped, {0, 2, 4, 6}), (plain, {0})):
+        # MinibatchStd's groups: image i is in group i mod (N / G), here the even images.
+        (gradient,) = torch.autograd.grad(network.adversarial(network.features(images))[0], images)
+        reached = {i for i in range(8) if gradient[i].abs().sum() > 0}
+        assert reached == together
+    with pytest.raises(RecipeError, match="d_mbstd_group"):
+        build_resnet((1, 32, 32), 10, d_mbstd_group=-1)

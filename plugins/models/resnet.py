@@ -14,6 +14,12 @@ D's layers are plain convolutions: spectral normalisation is the ``spectral-norm
 every backbone, and D has no batch norm to swap. ``model.options = { g_width = 64, d_width = 64 }``
 sets the widths (32 px: G's and D's channels; 64 px: G's first and D's last), for a CPU budget.
 Bilinear upsampling, as the reference does.
+
+``d_mbstd_group = 4`` (not the reference's; 0, the default, leaves it out) puts StyleGAN2's
+minibatch standard deviation before D's last block: one more channel holding how much each group
+of four images differs, so that D can tell a batch of too-alike fakes from a real one. SNGAN's D
+has no batch statistics at all, where the DCGAN D's batch norm gives it that signal; InfoGAN's
+information term, which G can satisfy with one image per category, needs it (docs/variants.md).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from torch.nn import functional as F
 from ganforge import hookimpl
 from ganforge.errors import RecipeError
 from ganforge.models import Discriminator
+
+from .stylegan2.layers import MinibatchStd
 
 #: The reference's widths, by image size: G's ``ngf`` and D's ``ndf``.
 REFERENCE_WIDTHS = {32: (256, 128), 64: (1024, 1024)}
@@ -98,10 +106,14 @@ class ResNetGenerator(nn.Module):
 
 
 class ResNetDiscriminator(Discriminator):
-    def __init__(self, channels: int, widths: list[int], downs: list[bool]):
+    def __init__(self, channels: int, widths: list[int], downs: list[bool], mbstd_group: int = 0):
         super().__init__()
         blocks = [DiscriminatorBlock(channels, widths[0], down=True, first=True)]
         blocks += [DiscriminatorBlock(a, b, down) for a, b, down in zip(widths, widths[1:], downs)]
+        if mbstd_group:
+            last = blocks[-1]
+            replacement = DiscriminatorBlock(last.conv1.in_channels + 1, widths[-1], last.down)
+            blocks[-1:] = [MinibatchStd(mbstd_group), replacement]
         self.blocks = nn.Sequential(*blocks)
         self.feature_dim = widths[-1]
         self.head = xavier(nn.Linear(widths[-1], 1), 1.0)
@@ -122,7 +134,7 @@ def layout(image_size: int, g_width: int, d_width: int) -> tuple[list[int], list
     return [g_width >> k for k in range(5)], [d_width >> k for k in range(4, -1, -1)], [True] * 4
 
 
-def build_resnet(image_shape, input_dim, g_width: int = 0, d_width: int = 0):
+def build_resnet(image_shape, input_dim, g_width: int = 0, d_width: int = 0, d_mbstd_group: int = 0):
     channels, height, width = image_shape
     if height != width or height not in REFERENCE_WIDTHS:
         raise RecipeError(f"takes square 32 or 64 px images, the data has {height}x{width}; set data.image_size"
@@ -134,8 +146,12 @@ def build_resnet(image_shape, input_dim, g_width: int = 0, d_width: int = 0):
         if not isinstance(value, int) or isinstance(value, bool) or value < smallest or value % smallest or value > 4096:
             raise RecipeError(f"must be a multiple of {smallest} from {smallest} to 4096 at {height} px, got {value}",
                               key=f"model.options.{key}")
+    if not isinstance(d_mbstd_group, int) or isinstance(d_mbstd_group, bool) or not 0 <= d_mbstd_group <= 1024:
+        raise RecipeError(f"must be a group size from 0 (none) to 1024, got {d_mbstd_group!r}",
+                          key="model.options.d_mbstd_group")
     g_widths, d_widths, downs = layout(height, g_width, d_width)
-    return ResNetGenerator(input_dim, channels, g_widths), ResNetDiscriminator(channels, d_widths, downs)
+    return (ResNetGenerator(input_dim, channels, g_widths),
+            ResNetDiscriminator(channels, d_widths, downs, d_mbstd_group))
 
 
 @hookimpl
