@@ -6,7 +6,8 @@ backbones narrowed, through the same path as ``ganforge run``) must log the loss
 random draw, an initialisation, the order of the plugins' hooks or a loss term changes these
 figures; a change of structure alone does not.
 
-Where the CPU's kernels are those of a machine that recorded them, bit for bit; on other kernels,
+Where the CPU's kernels are those of a machine that recorded them (the same torch, instruction set
+and processor model), bit for bit; on other kernels,
 within what rounding alone can do to three steps, measured in the same test (``RoundingNudge``).
 Re-record only for a change meant to alter training, and say so in the commit:
 ``python -m tests.test_recipe_losses`` records this machine's figures beside the other machines'.
@@ -107,9 +108,27 @@ def short_run_losses(recipe: str, out_dir: Path, extra: list[str] = (), *plugins
     return metric_records(run.directory)
 
 
+#: The instruction-set extensions oneDNN chooses its float32 kernels by, beyond torch's capability.
+KERNEL_FLAGS = ("avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "fma")
+
+
+def cpu_model() -> str:
+    """The processor's model name and kernel-choosing extensions: two CPUs of one instruction set
+    (AVX-512) still differ in the kernels oneDNN picks for them (an Intel Xeon's first-step losses
+    differed from another AVX-512 machine's recording in the last bit), so a recording is bit for
+    bit on its own kind of processor only."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    flags = next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
+    return f"{model}; {' '.join(flag for flag in KERNEL_FLAGS if flag in flags)}"
+
+
 def machine() -> dict:
     return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "machine": platform.machine()}
+            "machine": platform.machine(), "cpu": cpu_model()}
 
 
 def assert_same_structure(actual: list[dict], expected: list[dict], where: str) -> None:
