@@ -13,11 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ganforge.testing import build_run
 from ganforge.training import train_step
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from plain_loop import synchronize
 
 
 def matmul_rate(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048,

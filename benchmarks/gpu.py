@@ -107,10 +107,10 @@ class StepClock:
     @hookimpl
     def ganforge_step_end(self, run, step, logs):
         if step == self.warmup:
-            cost.synchronize(self.device)
+            plain_loop.synchronize(self.device)
             self.started = time.perf_counter()
         elif step == self.steps:
-            cost.synchronize(self.device)
+            plain_loop.synchronize(self.device)
             self.seconds = time.perf_counter() - self.started
 
 
@@ -129,14 +129,7 @@ def plain_speed(row: Row, seconds: float, warmup: int, device: torch.device) -> 
     """The plain loop's images per second over about ``seconds``, and how many steps that was."""
     speedups = plain_loop.Speedups(device.type, row.precision, MODES[row.mode], fused=True)
     loop = plain_loop.make(SETUPS[row.setup][2], sprites(row.setup), row.batch, speedups=speedups)
-    for _ in range(warmup):
-        loop.step()
-    cost.synchronize(device)
-    probe_started, probe_steps = time.perf_counter(), 3
-    for _ in range(probe_steps):
-        loop.step()
-    cost.synchronize(device)
-    per_step = (time.perf_counter() - probe_started) / probe_steps
+    per_step = row.batch / plain_loop.images_per_second(loop, 3, warmup)  # a probe, to size the timed run
     steps = max(5, int(seconds / per_step))
     return plain_loop.images_per_second(loop, steps, warmup=0), steps
 
