@@ -52,7 +52,9 @@ def launch(folders: list[Path], recipe_path: Path, *args: str) -> list[subproces
     for rank, folder in enumerate(folders):
         folder.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(len(folders)),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+               # A rank that aborts (SIGABRT) prints every thread's Python stack, so the log says where.
+               "PYTHONFAULTHANDLER": "1"}
         if len(folders) == 1:
             for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
                 env.pop(key)
