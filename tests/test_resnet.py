@@ -139,3 +139,29 @@ def test_d_mbstd_group_lets_each_image_see_its_group_and_only_it():
         assert reached == together
     with pytest.raises(RecipeError, match="d_mbstd_group"):
         build_resnet((1, 32, 32), 10, d_mbstd_group=-1)
+
+
+def test_d_norm_batch_normalises_before_each_relu_and_leaves_the_default_as_the_reference():
+    """``d_norm = "batch"``: a batch norm before each of D's ReLUs (not on the image), so in
+    training an image's logit depends on the whole batch, and in eval on itself; every new scale
+    and shift gets a gradient. ``"none"`` is the reference's D, parameter for parameter."""
+    torch.manual_seed(0)
+    _, plain = build_resnet((1, 32, 32), 10, g_width=8, d_width=8)
+    _, normed = build_resnet((1, 32, 32), 10, g_width=8, d_width=8, d_norm="batch")
+    norms = [m for m in normed.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    # four blocks: one norm in the first (after its image conv), two in each of the three others, one at the end
+    assert len(norms) == 1 + 2 * 3 + 1
+    assert count(normed) == count(plain) + sum(2 * m.num_features for m in norms)
+    assert [name for name, _ in plain.named_parameters()] == \
+        [name for name, _ in build_resnet((1, 32, 32), 10, g_width=8, d_width=8, d_norm="none")[1].named_parameters()]
+    images = torch.randn(8, 1, 32, 32, requires_grad=True)
+    (gradient,) = torch.autograd.grad(normed(images)[0], images)
+    assert all(gradient[i].abs().sum() > 0 for i in range(8))  # the batch statistics reach every image
+    normed(images).sum().backward()
+    for name, parameter in normed.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    normed.eval()
+    (gradient,) = torch.autograd.grad(normed(images)[0], images)
+    assert {i for i in range(8) if gradient[i].abs().sum() > 0} == {0}
+    with pytest.raises(RecipeError, match="model.options.d_norm"):
+        build_resnet((1, 32, 32), 10, d_norm="layer")

@@ -20,6 +20,10 @@ minibatch standard deviation before D's last block: one more channel holding how
 of four images differs, so that D can tell a batch of too-alike fakes from a real one. SNGAN's D
 has no batch statistics at all, where the DCGAN D's batch norm gives it that signal; InfoGAN's
 information term, which G can satisfy with one image per category, needs it (docs/variants.md).
+
+``d_norm = "batch"`` (not the reference's either; ``"none"``, the default, is) puts a batch norm
+before each of D's ReLUs, as the DCGAN D of the InfoGAN recipe has one: the other way to give D
+the batch's statistics. Spectral norm and the gradient penalties swap them out as they do DCGAN's.
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ class DiscriminatorBlock(nn.Module):
     ``wide``: the first conv already goes to the output width (BigGAN's and SAGAN's "wide" D;
     SNGAN's keeps the input width until the second)."""
 
-    def __init__(self, channels_in: int, channels_out: int, down: bool, first: bool = False, wide: bool = False):
+    def __init__(self, channels_in: int, channels_out: int, down: bool, first: bool = False, wide: bool = False,
+                 batch_norm: bool = False):
         super().__init__()
         self.down, self.first = down, first
         hidden = channels_out if first or wide else channels_in
@@ -78,10 +83,13 @@ class DiscriminatorBlock(nn.Module):
         self.conv2 = xavier(nn.Conv2d(hidden, channels_out, 3, 1, 1), math.sqrt(2))
         changes = first or down or channels_in != channels_out
         self.shortcut = xavier(nn.Conv2d(channels_in, channels_out, 1, 1, 0), 1.0) if changes else None
+        # ``d_norm = "batch"``: pre-activation batch norm before each ReLU, as in G's blocks.
+        self.norm1 = nn.BatchNorm2d(channels_in) if batch_norm and not first else nn.Identity()
+        self.norm2 = nn.BatchNorm2d(hidden) if batch_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(x if self.first else F.relu(x))
-        h = self.conv2(F.relu(h))
+        h = self.conv1(x if self.first else F.relu(self.norm1(x)))
+        h = self.conv2(F.relu(self.norm2(h)))
         if self.down:
             h = F.avg_pool2d(h, 2)
         if self.shortcut is None:
@@ -106,20 +114,22 @@ class ResNetGenerator(nn.Module):
 
 
 class ResNetDiscriminator(Discriminator):
-    def __init__(self, channels: int, widths: list[int], downs: list[bool], mbstd_group: int = 0):
+    def __init__(self, channels: int, widths: list[int], downs: list[bool], mbstd_group: int = 0,
+                 batch_norm: bool = False):
         super().__init__()
-        blocks = [DiscriminatorBlock(channels, widths[0], down=True, first=True)]
-        blocks += [DiscriminatorBlock(a, b, down) for a, b, down in zip(widths, widths[1:], downs)]
+        blocks = [DiscriminatorBlock(channels, widths[0], down=True, first=True, batch_norm=batch_norm)]
+        blocks += [DiscriminatorBlock(a, b, down, batch_norm=batch_norm) for a, b, down in zip(widths, widths[1:], downs)]
         if mbstd_group:
             last = blocks[-1]
-            replacement = DiscriminatorBlock(last.conv1.in_channels + 1, widths[-1], last.down)
+            replacement = DiscriminatorBlock(last.conv1.in_channels + 1, widths[-1], last.down, batch_norm=batch_norm)
             blocks[-1:] = [MinibatchStd(mbstd_group), replacement]
         self.blocks = nn.Sequential(*blocks)
+        self.norm = nn.BatchNorm2d(widths[-1]) if batch_norm else nn.Identity()
         self.feature_dim = widths[-1]
         self.head = xavier(nn.Linear(widths[-1], 1), 1.0)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.blocks(images)).sum(dim=(2, 3))  # global sum pooling
+        return F.relu(self.norm(self.blocks(images))).sum(dim=(2, 3))  # global sum pooling
 
     def adversarial(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features).squeeze(1)
@@ -134,7 +144,12 @@ def layout(image_size: int, g_width: int, d_width: int) -> tuple[list[int], list
     return [g_width >> k for k in range(5)], [d_width >> k for k in range(4, -1, -1)], [True] * 4
 
 
-def build_resnet(image_shape, input_dim, g_width: int = 0, d_width: int = 0, d_mbstd_group: int = 0):
+#: D's normalisation choices: none (SNGAN's D) or batch norm before each ReLU.
+D_NORMS = ("none", "batch")
+
+
+def build_resnet(image_shape, input_dim, g_width: int = 0, d_width: int = 0, d_mbstd_group: int = 0,
+                 d_norm: str = "none"):
     channels, height, width = image_shape
     if height != width or height not in REFERENCE_WIDTHS:
         raise RecipeError(f"takes square 32 or 64 px images, the data has {height}x{width}; set data.image_size"
@@ -149,9 +164,11 @@ def build_resnet(image_shape, input_dim, g_width: int = 0, d_width: int = 0, d_m
     if not isinstance(d_mbstd_group, int) or isinstance(d_mbstd_group, bool) or not 0 <= d_mbstd_group <= 1024:
         raise RecipeError(f"must be a group size from 0 (none) to 1024, got {d_mbstd_group!r}",
                           key="model.options.d_mbstd_group")
+    if d_norm not in D_NORMS:
+        raise RecipeError(f"must be one of {', '.join(map(repr, D_NORMS))}, got {d_norm!r}", key="model.options.d_norm")
     g_widths, d_widths, downs = layout(height, g_width, d_width)
     return (ResNetGenerator(input_dim, channels, g_widths),
-            ResNetDiscriminator(channels, d_widths, downs, d_mbstd_group))
+            ResNetDiscriminator(channels, d_widths, downs, d_mbstd_group, batch_norm=d_norm == "batch"))
 
 
 @hookimpl
