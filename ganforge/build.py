@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from . import schedule
 from .contracts import check_data, check_latent, check_loss, check_models
 from .data import Batcher, DataSettings, FileImages, ImageData, resolve_data_root, select_holdout
 from .distributed import Ranks, training_device
@@ -268,6 +269,7 @@ def _make_optimizers(run: Run) -> None:
                               f" {type(optimizer).__name__}, expected a torch.optim.Optimizer")
         optimizers.append(optimizer)
     run.optimizer_g, run.optimizer_d = optimizers
+    run.base_rates = schedule.base_rates(optimizers)  # what train.lr_factors multiplies
 
 
 def _collect_transforms(run: Run) -> None:

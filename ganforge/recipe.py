@@ -21,6 +21,7 @@ from .errors import RecipeError
 from .plugin_spec import PluginSpec, legacy_spec
 from .pluginmanager import DISABLE_ENV, disabled_plugins
 from .registry import did_you_mean, unknown_name_message
+from .schedule import lr_factors_problem
 from .toml_writer import _escape, dump_toml
 
 __all__ = ["MAX_INT", "SCHEMA", "Field", "Recipe", "dump_toml", "load_recipe", "overridden_recipe", "validate"]
@@ -85,6 +86,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "d_steps": Field(0, int, between(0, MAX_D_STEPS)),  # D updates per G update; 0: the plugins' choice, else 1
         "g_lr": Field(2e-4, float, learning_rate),
         "d_lr": Field(2e-4, float, learning_rate),
+        # [[steps done, factor], ...]: G's and D's rates times each factor from that step on (ganforge.schedule)
+        "lr_factors": Field([], list, lr_factors_problem),
         "beta1": Field(0.5, float, below_one),
         "beta2": Field(0.999, float, below_one),
         "log_every": Field(50, int, positive),

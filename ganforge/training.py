@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import accumulation, distributed
+from . import accumulation, distributed, schedule
 from .checkpoint import restore_plugin_states
 from .errors import GanforgeError, PluginError
 from .losses import LossTerm, adversarial_loss
@@ -192,6 +192,9 @@ def generator_objective(run: Run, ctx: StepContext, fake: torch.Tensor, logs: di
 
 def train_step(run: Run) -> dict[str, torch.Tensor]:
     """One generator step and the discriminator steps before it; returns the step's detached logs."""
+    if run.recipe.train.lr_factors:
+        schedule.apply_factor((run.optimizer_g, run.optimizer_d), run.base_rates,
+                              schedule.factor_at(run.recipe.train.lr_factors, run.step))
     # Update D on real and detached fake images; with several D steps, each term is logged as
     # its mean over them.
     # Only the last step's fakes are kept with G's graph; the others are made without one.
