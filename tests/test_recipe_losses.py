@@ -202,11 +202,11 @@ def test_each_shipped_recipe_trains_as_recorded(recipe, recorded, tmp_path):
 
 
 def test_the_recorded_losses_tell_a_changed_run_apart(recorded, tmp_path):
-    # On a recorded machine a generator learning rate 1% higher (1e-3 in the recipe) is told
+    # On a recorded machine a generator learning rate 1% higher (1.5e-3 in the recipe) is told
     # apart; on other kernels, a moved random draw (another seed for the latents and data) is.
     mine, anywhere = recordings(recorded, "infogan_mnist.toml")
     if mine is not None:
-        changed = short_run_losses("infogan_mnist.toml", tmp_path / "lr", ["train.g_lr=1.01e-3"])
+        changed = short_run_losses("infogan_mnist.toml", tmp_path / "lr", ["train.g_lr=1.515e-3"])
         with pytest.raises(AssertionError):
             assert_same_figures(changed, mine, "infogan_mnist.toml")
     plain = short_run_losses("infogan_mnist.toml", tmp_path / "plain")
