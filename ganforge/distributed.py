@@ -25,6 +25,7 @@ What a run on N processes (ranks) does:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -99,12 +100,35 @@ class ProcessGroup:
     def __exit__(self, exc_type, exc, traceback) -> None:
         global _control
         if self.ranks.distributed and dist.is_initialized():
-            if exc_type is None or issubclass(exc_type, GanforgeError):
+            together = exc_type is None or issubclass(exc_type, GanforgeError)
+            if together:
                 # Every rank ends the same way here (done, or stopped after the same step): wait for
                 # all before tearing connections down, or a rank still sending aborts its process.
                 dist.barrier(group=_control)
+            store = dist.distributed_c10d._get_default_store()
             dist.destroy_process_group()
             _control = None
+            if together:
+                leave_in_order(store, self.ranks)
+
+
+#: How long rank 0 waits for the others to have left before it exits anyway.
+LEAVE_TIMEOUT_S = 60.0
+
+
+def leave_in_order(store, ranks: Ranks) -> None:
+    """Rank 0, which serves the rendezvous store, exits only once every other rank has torn its
+    process group down: a rank whose store vanished mid-teardown aborted its process (SIGABRT,
+    "terminate called without an active exception"), seen now and then on two CPU ranks."""
+    try:
+        if not ranks.primary:
+            store.add("ganforge/left", 1)
+            return
+        deadline = time.monotonic() + LEAVE_TIMEOUT_S
+        while store.add("ganforge/left", 0) < ranks.world_size - 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    except (RuntimeError, dist.DistStoreError):
+        pass  # a rank already gone: nothing is left to wait for
 
 
 _control = None  # the gloo group for per-step flags when the default group is NCCL

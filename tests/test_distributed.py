@@ -110,7 +110,8 @@ def test_checkpoints_move_between_process_counts(tmp_path):
     half = write_recipe(tmp_path / "half.toml", recipe(steps=2))
     expected = tmp_path / "straight" / "runs" / "ddp" / "checkpoints" / "last.pt"
 
-    assert [r.returncode for r in launch([tmp_path / "a0", tmp_path / "a1"], half)] == [0, 0]
+    both = launch([tmp_path / "a0", tmp_path / "a1"], half)
+    assert [r.returncode for r in both] == [0, 0], both[0].stderr + both[1].stderr
     (tmp_path / "b").mkdir()
     (tmp_path / "a0" / "runs").rename(tmp_path / "b" / "runs")
     resumed = launch([tmp_path / "b"], straight, "--resume")
