@@ -127,8 +127,8 @@ def leave_in_order(store, ranks: Ranks) -> None:
         deadline = time.monotonic() + LEAVE_TIMEOUT_S
         while store.add("ganforge/left", 0) < ranks.world_size - 1 and time.monotonic() < deadline:
             time.sleep(0.01)
-    except (RuntimeError, dist.DistStoreError):
-        pass  # a rank already gone: nothing is left to wait for
+    except RuntimeError:  # DistStoreError among them: a rank already gone, nothing left to wait for
+        pass
 
 
 _control = None  # the gloo group for per-step flags when the default group is NCCL
